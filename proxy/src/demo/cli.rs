@@ -1,0 +1,180 @@
+//! Command-line arguments of `headroom demo` and `headroom replay`, and the
+//! whole of `replay` (which needs no proxy of its own).
+//!
+//! `demo` also starts the proxy, which is the binary's business: this module
+//! only turns its flags into [`DemoOptions`].
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::load::{DemoOptions, LoadError};
+
+/// `headroom demo [--duration SECS] [--trace FILE] [--speed X] [--load X]
+/// [--no-shaping] [--no-warming] [--json]`.
+#[derive(clap::Args, Debug, Clone, PartialEq)]
+pub struct DemoArgs {
+    /// Seconds of load to send.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub duration: f64,
+    /// Replay this access log (CLF/Combined, World Cup CSV, counts; gzip ok).
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+    /// Trace time compression: wall time = trace time / X; 0 fits the trace to --load.
+    #[arg(long, value_name = "X", default_value_t = 0.0)]
+    pub speed: f64,
+    /// Offered load as a multiple of the sample app's capacity.
+    #[arg(long, value_name = "X", default_value_t = 1.5)]
+    pub load: f64,
+    /// Run the proxy without shaping, for a side-by-side comparison.
+    #[arg(long)]
+    pub no_shaping: bool,
+    /// Run the proxy without pool warming.
+    #[arg(long)]
+    pub no_warming: bool,
+    /// Print the final report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl DemoArgs {
+    /// The load options, with synthetic users' tokens signed by `jwt_secret`.
+    ///
+    /// Fails when the duration or load is not positive and finite, or the speed
+    /// is negative or not finite.
+    pub fn to_options(&self, jwt_secret: String) -> Result<DemoOptions, LoadError> {
+        let duration = positive_secs("duration", self.duration)?;
+        if !(self.load > 0.0 && self.load.is_finite()) {
+            return Err(LoadError::NotPositive {
+                name: "load",
+                value: self.load,
+            });
+        }
+        if !(self.speed >= 0.0 && self.speed.is_finite()) {
+            return Err(LoadError::NotPositive {
+                name: "speed",
+                value: self.speed,
+            });
+        }
+        Ok(DemoOptions {
+            duration,
+            trace: self.trace.clone(),
+            speed: self.speed,
+            load: self.load,
+            json: self.json,
+            shaping: !self.no_shaping,
+            warming: !self.no_warming,
+            jwt_secret,
+        })
+    }
+}
+
+/// `headroom replay --trace FILE --target URL [--speed X] [--duration SECS] [--json]`.
+#[derive(clap::Args, Debug, Clone, PartialEq)]
+pub struct ReplayArgs {
+    /// The access log to replay.
+    #[arg(long, value_name = "FILE")]
+    pub trace: PathBuf,
+    /// The proxy to send to, e.g. http://127.0.0.1:8080.
+    #[arg(long, value_name = "URL")]
+    pub target: String,
+    /// Time compression: wall time = trace time / X.
+    #[arg(long, value_name = "X", default_value_t = 1.0)]
+    pub speed: f64,
+    /// Stop after this many seconds (default: at the end of the trace).
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Print the final report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `headroom replay`: live lines on stderr, the report on stdout.
+/// Exit code 0 after a run (whatever the outcomes), 1 when it cannot start.
+pub fn replay_main(args: ReplayArgs) -> ExitCode {
+    let duration = match args
+        .duration
+        .map(|d| positive_secs("duration", d))
+        .transpose()
+    {
+        Ok(duration) => duration,
+        Err(e) => return fail(&e),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(&e),
+    };
+    let run = crate::replay::replay(&args.trace, &args.target, args.speed, duration);
+    match runtime.block_on(run) {
+        Ok(report) if args.json => {
+            println!("{}", report.to_json());
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            report.print_table();
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+/// Prints `headroom: <error>` to stderr and returns the failure code.
+fn fail(error: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("headroom: {error}");
+    ExitCode::FAILURE
+}
+
+/// `secs` as a duration when positive and finite (at most about 136 years).
+fn positive_secs(name: &'static str, secs: f64) -> Result<Duration, LoadError> {
+    match Duration::try_from_secs_f64(secs) {
+        Ok(duration) if secs > 0.0 => Ok(duration),
+        _ => Err(LoadError::NotPositive { name, value: secs }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Demo {
+        #[command(flatten)]
+        args: DemoArgs,
+    }
+
+    #[test]
+    fn demo_flags_become_options() {
+        let demo = Demo::parse_from([
+            "demo",
+            "--duration",
+            "5",
+            "--load",
+            "2",
+            "--no-shaping",
+            "--json",
+        ]);
+        let options = demo.args.to_options("s".to_owned()).expect("valid flags");
+        assert_eq!(options.duration, Duration::from_secs(5));
+        assert_eq!((options.load, options.speed), (2.0, 0.0));
+        assert!(!options.shaping && options.warming && options.json);
+        assert_eq!(options.jwt_secret, "s");
+    }
+
+    #[test]
+    fn nonsensical_numbers_are_refused() {
+        let bad = |flags: &[&str]| {
+            let demo = Demo::parse_from(std::iter::once("demo").chain(flags.iter().copied()));
+            demo.args.to_options(String::new()).is_err()
+        };
+        assert!(bad(&["--duration", "0"]));
+        assert!(bad(&["--duration", "NaN"]));
+        assert!(bad(&["--load=-1"]));
+        assert!(bad(&["--speed=-2"]));
+        assert!(!bad(&["--speed", "100"]));
+    }
+}

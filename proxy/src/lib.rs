@@ -1,0 +1,21 @@
+//! Headroom: a reverse-proxy sidecar on pingora that identifies each user,
+//! records their behaviour, and shapes capacity by tier and predicted demand.
+//!
+//! The maths lives in the `headroom-profiler` and `headroom-policies` crates;
+//! this crate assembles them into the pingora service, the admin API and the
+//! command line.
+
+pub mod admin;
+pub mod cli;
+pub mod compile;
+pub mod demo;
+pub mod headers;
+pub mod identity;
+pub mod metrics;
+pub mod reload;
+pub mod replay;
+pub mod run;
+pub mod service;
+pub mod state;
+pub mod sweeper;
+pub mod trace;

@@ -1,0 +1,193 @@
+//! `headroom run`: assemble the pingora server from a config file and serve.
+//!
+//! Services: the proxy listener, the admin listener, the upstream health
+//! checker, the config reloader and the profiler's sweeper. Each background
+//! task runs in its own tracing span.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use futures::FutureExt;
+use headroom_config::Config;
+use headroom_profiler::{SystemClock, TableConfig, UserTable};
+use pingora::lb::discovery::Static;
+use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
+use pingora::lb::{Backend, Backends, LoadBalancer};
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{RunArgs, Server};
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+
+use crate::admin::AdminApp;
+use crate::compile::{compile_runtime, IdentitySecret};
+use crate::metrics::Metrics;
+use crate::reload::Reloader;
+use crate::service::HeadroomProxy;
+use crate::state::{Shared, UpstreamOptions};
+use crate::sweeper::Sweeper;
+
+/// Command-line overrides of the config file's listeners and upstreams, so
+/// one file serves many set-ups.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// Proxy listener address.
+    pub listen: Option<SocketAddr>,
+    /// Admin listener address.
+    pub admin: Option<SocketAddr>,
+    /// Upstream addresses (replace the file's list when non-empty).
+    pub upstreams: Vec<SocketAddr>,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The config file failed to load or validate.
+    #[error("{0}")]
+    Config(String),
+    /// Neither the file nor the command line names an upstream.
+    #[error("no upstreams: set `upstreams` in the config or pass --upstream ADDR")]
+    NoUpstreams,
+    /// pingora refused to build the server.
+    #[error("server setup failed: {0}")]
+    Server(String),
+}
+
+/// Loads `path`, applies `overrides` and serves until SIGTERM/SIGINT.
+pub fn run(path: &Path, overrides: &Overrides) -> Result<(), RunError> {
+    let config = headroom_config::load_file(path).map_err(|e| RunError::Config(e.to_string()))?;
+    let (server, addrs) = build_server(path.to_path_buf(), config, overrides)?;
+    tracing::info!(proxy = %addrs.0, admin = %addrs.1, "headroom listening");
+    server.run(RunArgs::default());
+    tracing::info!("headroom stopped");
+    Ok(())
+}
+
+/// Builds the server and returns it with the proxy and admin addresses.
+pub fn build_server(
+    path: PathBuf,
+    config: Config,
+    overrides: &Overrides,
+) -> Result<(Server, (SocketAddr, SocketAddr)), RunError> {
+    let listen = overrides.listen.unwrap_or(config.listen);
+    let admin = overrides.admin.unwrap_or(config.admin);
+    let upstream_addrs: Vec<(SocketAddr, usize)> = if overrides.upstreams.is_empty() {
+        config
+            .upstreams
+            .iter()
+            .map(|u| (u.address, u.weight as usize))
+            .collect()
+    } else {
+        overrides.upstreams.iter().map(|a| (*a, 1)).collect()
+    };
+    if upstream_addrs.is_empty() {
+        return Err(RunError::NoUpstreams);
+    }
+
+    // pingora's defaults are one thread and a five-minute shutdown: set both.
+    let conf = ServerConf {
+        threads: config.threads,
+        grace_period_seconds: Some(config.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(config.grace_period.as_secs().max(1)),
+        upstream_keepalive_pool_size: config.upstream_timeouts.pool_size,
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
+    server.bootstrap();
+
+    // Upstreams with health checks.
+    let upstreams = load_balancer(&config, &upstream_addrs)?;
+    let health = background_service("health check", upstreams);
+    let upstreams = health.task();
+
+    // Shared state: the compiled runtime plus what a reload keeps.
+    let metrics = Metrics::new();
+    let secret = IdentitySecret::random().map_err(|e| RunError::Server(e.to_string()))?;
+    let runtime = compile_runtime(&config, &path, &metrics, &secret)
+        .map_err(|e| RunError::Config(e.to_string()))?;
+    let users = UserTable::new(table_config(&config))
+        .map_err(|e| RunError::Config(format!("profiler: {e}")))?;
+    let shared = Arc::new(Shared {
+        runtime: ArcSwap::from_pointee(runtime),
+        overflow: Arc::clone(users.overflow()),
+        users,
+        metrics,
+        clock: SystemClock,
+        upstreams,
+        upstream_options: UpstreamOptions {
+            connect_timeout: config.upstream_timeouts.connect,
+            read_timeout: config.upstream_timeouts.read,
+            idle_timeout: config.upstream_timeouts.idle,
+        },
+    });
+
+    let mut proxy = pingora::proxy::http_proxy_service(
+        &server.configuration,
+        HeadroomProxy::new(Arc::clone(&shared)),
+    );
+    proxy.add_tcp(&listen.to_string());
+    let mut admin_service = Service::new("admin".to_owned(), AdminApp::new(Arc::clone(&shared)));
+    admin_service.add_tcp(&admin.to_string());
+    let reloader = background_service("reloader", Reloader::new(path, Arc::clone(&shared), secret));
+    let sweeper = background_service("sweeper", Sweeper::new(Arc::clone(&shared)));
+
+    server.add_service(proxy);
+    server.add_service(admin_service);
+    server.add_service(health);
+    server.add_service(reloader);
+    server.add_service(sweeper);
+    Ok((server, (listen, admin)))
+}
+
+fn load_balancer(
+    config: &Config,
+    addrs: &[(SocketAddr, usize)],
+) -> Result<LoadBalancer<pingora::lb::selection::RoundRobin>, RunError> {
+    let backends: BTreeSet<Backend> = addrs
+        .iter()
+        .map(|(addr, weight)| Backend::new_with_weight(&addr.to_string(), *weight))
+        .collect::<Result<_, _>>()
+        .map_err(|e| RunError::Server(e.to_string()))?;
+    let mut lb = LoadBalancer::from_backends(Backends::new(Static::new(backends)));
+    // A static list resolves without waiting; fill the selector before serving.
+    lb.update()
+        .now_or_never()
+        .ok_or_else(|| RunError::Server("static discovery blocked".into()))?
+        .map_err(|e| RunError::Server(e.to_string()))?;
+    let hc = &config.health_check;
+    if !hc.interval.is_zero() {
+        let check: Box<dyn HealthCheck + Send + Sync> = match &hc.path {
+            Some(path) => {
+                let mut check = HttpHealthCheck::new("localhost", false);
+                check.req.set_uri(
+                    path.parse()
+                        .map_err(|e| RunError::Config(format!("health_check.path: {e}")))?,
+                );
+                check.peer_template.options.connection_timeout = Some(hc.timeout);
+                check.peer_template.options.read_timeout = Some(hc.timeout);
+                Box::new(check)
+            }
+            None => {
+                let mut check = TcpHealthCheck::new();
+                check.peer_template.options.connection_timeout = Some(hc.timeout);
+                check
+            }
+        };
+        lb.set_health_check(check);
+        lb.health_check_frequency = Some(hc.interval);
+    }
+    Ok(lb)
+}
+
+fn table_config(config: &Config) -> TableConfig {
+    let p = &config.profiler;
+    TableConfig {
+        max_users: p.max_users,
+        idle_timeout_ms: p.idle_timeout.as_millis() as u64,
+        bucket_ms: p.bucket.as_millis() as u64,
+        buckets: p.buckets,
+        session_gap_ms: p.session_gap.as_millis() as u64,
+    }
+}

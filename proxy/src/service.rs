@@ -1,0 +1,268 @@
+//! The proxy service: pingora's request phases, in the order they run.
+//!
+//! - `request_filter`: identify the user, look up their state, record the
+//!   arrival, check the tier's rate limit; answer 401 or 429 here.
+//! - `upstream_peer`: pick an upstream from the healthy set.
+//! - `upstream_request_filter`: strip client-sent `x-headroom-*` and
+//!   hop-by-hop headers, add the pseudonymous user and the tier.
+//! - `response_filter`: add the tier, forecast and rate-limit headers.
+//! - `logging`: record status, bytes and latency into the user's windows and
+//!   count the outcome.
+//!
+//! Per request the hot path takes one `Arc` of the current [`Runtime`], one
+//! `Arc` of the user's entry, and does atomic adds; it formats only the few
+//! numeric header values.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use headroom_policies::{classify_user_agent, Attributes, Device, SourceKind, TierId, Verdict};
+use headroom_profiler::{Clock, UserEntry};
+use http::HeaderValue;
+use pingora::http::ResponseHeader;
+use pingora::prelude::{HttpPeer, ProxyHttp, Session};
+use pingora::{Error, ErrorType, Result};
+
+use crate::headers;
+use crate::metrics::Outcome;
+use crate::state::{Runtime, Shared, UserState};
+
+/// Per-request state carried between the phases.
+pub struct RequestCtx {
+    /// Arrival time, for the latency histogram and the windows.
+    started: Instant,
+    /// The policy snapshot this request was decided under.
+    runtime: Option<Arc<Runtime>>,
+    /// The user's entry, once identified.
+    user: Option<Arc<UserEntry<UserState>>>,
+    /// The user key (also the pseudonym sent upstream).
+    user_key: u64,
+    /// The tier the request was served in.
+    tier: Option<TierId>,
+    /// The rate-limit verdict, for the response headers.
+    verdict: Option<Verdict>,
+    /// What happened, for `headroom_requests_total`.
+    outcome: Outcome,
+}
+
+/// The pingora proxy application.
+pub struct HeadroomProxy {
+    shared: Arc<Shared>,
+}
+
+impl HeadroomProxy {
+    /// A proxy over the shared state.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    /// Writes a complete short response (401, 429) from the request phase.
+    async fn refuse(
+        session: &mut Session,
+        status: u16,
+        extra: &[(&'static str, HeaderValue)],
+        body: &'static [u8],
+    ) -> Result<()> {
+        let mut resp = ResponseHeader::build(status, Some(extra.len() + 2))?;
+        for (name, value) in extra {
+            resp.insert_header(*name, value.clone())?;
+        }
+        resp.insert_header("content-type", "text/plain; charset=utf-8")?;
+        resp.insert_header("content-length", headers::number(body.len() as u64))?;
+        session.write_response_header(Box::new(resp), false).await?;
+        session
+            .write_response_body(Some(Bytes::from_static(body)), true)
+            .await
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for HeadroomProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            runtime: None,
+            user: None,
+            user_key: 0,
+            tier: None,
+            verdict: None,
+            outcome: Outcome::Error,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let rt = self.shared.runtime.load_full();
+        ctx.runtime = Some(Arc::clone(&rt));
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let req = session.req_header();
+
+        // Identify; a bad credential ends the request here.
+        let identity = match rt.identity.identify(peer, &req.headers) {
+            Ok(identity) => identity,
+            Err(e) => {
+                tracing::debug!(error = %e, "request refused: unauthorized");
+                ctx.outcome = Outcome::Unauthorized;
+                let challenge = HeaderValue::from_static(e.challenge());
+                Self::refuse(
+                    session,
+                    401,
+                    &[("www-authenticate", challenge)],
+                    b"unauthorized\n",
+                )
+                .await?;
+                return Ok(true);
+            }
+        };
+
+        // Tier from attributes (anonymous users fall back to their own tier).
+        let user_agent = req
+            .headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok());
+        let attrs = Attributes {
+            plan: identity.plan.as_deref(),
+            role: identity.role.as_deref(),
+            location: rt.identity.location(&req.headers),
+            device: user_agent.map_or(Device::Other, classify_user_agent),
+            authenticated: matches!(identity.source, SourceKind::ApiKey | SourceKind::Jwt),
+            source: identity.source,
+        };
+        let tier = rt.policy.tier_for(&attrs);
+        let route = rt.policy.classify(req.uri.path());
+        let bytes_in = req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .unwrap_or(0);
+
+        // Record the arrival: demand counts whether or not it is admitted.
+        let now_ms = self.shared.clock.now_ms();
+        let user = self.shared.user(identity.key, now_ms);
+        user.windows.record_arrival(now_ms, route.id, bytes_in);
+        ctx.user_key = identity.key;
+        ctx.tier = Some(tier);
+
+        // Rate limit: the bucket lives in the user's entry, so a tier change or
+        // a reload keeps whatever the user has already spent.
+        let cost = route.cost;
+        let verdict = rt.policy.check(&user.extra.bucket, tier, cost);
+        ctx.user = Some(user);
+        ctx.verdict = Some(verdict);
+        if let Verdict::Limited {
+            retry_after_secs, ..
+        } = verdict
+        {
+            ctx.outcome = Outcome::Limited;
+            let tier_rt = rt.tier(tier);
+            let extra = [
+                (
+                    headers::RETRY_AFTER,
+                    headers::number(u64::from(retry_after_secs)),
+                ),
+                (headers::TIER, tier_rt.name_header.clone()),
+                (headers::RATELIMIT_POLICY, tier_rt.policy_header.clone()),
+                (
+                    headers::RATELIMIT,
+                    tier_rt.ratelimit_header(rt.policy.tier(tier), &verdict),
+                ),
+            ];
+            Self::refuse(session, 429, &extra, b"rate limit exceeded\n").await?;
+            return Ok(true);
+        }
+        ctx.outcome = Outcome::Admitted;
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let key = ctx.user_key.to_le_bytes();
+        let backend = self
+            .shared
+            .upstreams
+            .select(&key, 256)
+            .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no healthy upstream"))?;
+        let mut peer = HttpPeer::new(backend.addr, false, String::new());
+        self.shared.upstream_options.apply(&mut peer);
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut pingora::http::RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // Nothing a client sends may look like Headroom's own word.
+        for name in headers::request_headers_to_drop(&upstream_request.headers) {
+            upstream_request.remove_header(&name);
+        }
+        upstream_request.insert_header(headers::USER, headers::user_id(ctx.user_key))?;
+        if let (Some(rt), Some(tier)) = (&ctx.runtime, ctx.tier) {
+            upstream_request.insert_header(headers::TIER, rt.tier(tier).name_header.clone())?;
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let (Some(rt), Some(tier), Some(user)) = (&ctx.runtime, ctx.tier, &ctx.user) else {
+            return Ok(());
+        };
+        let tier_rt = rt.tier(tier);
+        let now_ms = self.shared.clock.now_ms();
+        resp.insert_header(headers::TIER, tier_rt.name_header.clone())?;
+        resp.insert_header(
+            headers::FORECAST_RPS,
+            headers::rate(user.windows.smoothed_rps(now_ms)),
+        )?;
+        if let Some(verdict) = &ctx.verdict {
+            resp.insert_header(headers::RATELIMIT_POLICY, tier_rt.policy_header.clone())?;
+            resp.insert_header(
+                headers::RATELIMIT,
+                tier_rt.ratelimit_header(rt.policy.tier(tier), verdict),
+            )?;
+        }
+        Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let elapsed = ctx.started.elapsed();
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        if e.is_some() && ctx.outcome == Outcome::Admitted {
+            ctx.outcome = Outcome::Error;
+            self.shared.metrics.upstream_errors.inc();
+        }
+
+        // Record the response into the user's windows.
+        if let Some(user) = &ctx.user {
+            let now_ms = self.shared.clock.now_ms();
+            let bytes_out = session.body_bytes_sent() as u64;
+            let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+            user.windows
+                .record_response(now_ms, status, bytes_out, latency_us);
+        }
+
+        // Count the outcome under the tier (or "none" before a tier was known).
+        let metrics = match (&ctx.runtime, ctx.tier) {
+            (Some(rt), Some(tier)) => &rt.tier(tier).metrics,
+            (Some(rt), None) => &rt.no_tier_metrics,
+            (None, _) => return,
+        };
+        metrics.count(ctx.outcome);
+        metrics.duration.observe(elapsed.as_secs_f64());
+    }
+}

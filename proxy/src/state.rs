@@ -1,0 +1,139 @@
+//! The proxy's shared state: the hot-swappable [`Runtime`] compiled from a
+//! config file, and the long-lived parts a reload keeps (user table, metrics,
+//! upstream set).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use headroom_policies::{Policy, Tier, TierId, UserBucket, Verdict};
+use headroom_profiler::{SystemClock, UserEntry, UserTable};
+use http::HeaderValue;
+use pingora::lb::{selection::RoundRobin, LoadBalancer};
+use pingora::prelude::HttpPeer;
+
+use crate::identity::IdentityResolver;
+use crate::metrics::{Metrics, TierMetrics, NO_TIER};
+
+/// What the proxy keeps per tracked user besides the behaviour windows.
+#[derive(Default)]
+pub struct UserState {
+    /// The user's rate-limit state. It is independent of the tier and of the
+    /// policy generation, so neither a tier change nor a reload refills it.
+    pub bucket: UserBucket,
+}
+
+/// Header values and metric handles of one tier, prepared at compile time so
+/// the hot path clones them instead of formatting.
+pub struct TierRuntime {
+    /// The tier name as a header value.
+    pub name_header: HeaderValue,
+    /// The `RateLimit-Policy` value describing this tier's quota.
+    pub policy_header: HeaderValue,
+    /// This tier's counters and histogram.
+    pub metrics: TierMetrics,
+}
+
+impl TierRuntime {
+    /// The `RateLimit` value for a verdict under this tier.
+    pub fn ratelimit_header(&self, tier: &Tier, verdict: &Verdict) -> HeaderValue {
+        HeaderValue::from_bytes(tier.ratelimit_value(verdict).as_bytes())
+            .expect("the value is a quoted tier name and digits")
+    }
+}
+
+/// Everything compiled from one config file, swapped whole on reload.
+pub struct Runtime {
+    /// Tiers, rules, route classes and rate limiters.
+    pub policy: Policy,
+    /// Identity sources and the anonymous policy.
+    pub identity: IdentityResolver,
+    /// Per-tier header values and metrics, indexed by `TierId`.
+    pub tiers: Vec<TierRuntime>,
+    /// Metrics for requests refused before a tier was known.
+    pub no_tier_metrics: TierMetrics,
+}
+
+impl Runtime {
+    /// The prepared values of `tier`.
+    ///
+    /// # Panics
+    /// Never for a `TierId` from this runtime's policy, which has exactly one
+    /// entry per tier.
+    pub fn tier(&self, tier: TierId) -> &TierRuntime {
+        &self.tiers[tier.index()]
+    }
+
+    /// Prepares the per-tier values of `policy`.
+    pub fn new(policy: Policy, identity: IdentityResolver, metrics: &Metrics) -> Self {
+        let tiers = policy
+            .tiers()
+            .iter()
+            .map(|t| TierRuntime {
+                name_header: HeaderValue::from_maybe_shared(t.name_header().clone())
+                    .expect("tier names are validated as [a-z0-9_-]+"),
+                policy_header: HeaderValue::from_maybe_shared(t.ratelimit_policy_header().clone())
+                    .expect("policy header is built from validated names and numbers"),
+                metrics: metrics.tier(t.name()),
+            })
+            .collect();
+        Self {
+            policy,
+            identity,
+            tiers,
+            no_tier_metrics: metrics.tier(NO_TIER),
+        }
+    }
+}
+
+/// Upstream connection settings applied to every peer.
+#[derive(Clone, Debug)]
+pub struct UpstreamOptions {
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Time to wait for each read from the upstream.
+    pub read_timeout: Duration,
+    /// How long an idle keep-alive connection stays in the pool.
+    pub idle_timeout: Duration,
+}
+
+impl UpstreamOptions {
+    /// Sets the timeouts on a peer.
+    pub fn apply(&self, peer: &mut HttpPeer) {
+        peer.options.connection_timeout = Some(self.connect_timeout);
+        peer.options.read_timeout = Some(self.read_timeout);
+        peer.options.idle_timeout = Some(self.idle_timeout);
+    }
+}
+
+/// State shared by every request and background task.
+pub struct Shared {
+    /// The policy snapshot in force.
+    pub runtime: ArcSwap<Runtime>,
+    /// Tracked users.
+    pub users: UserTable<UserState>,
+    /// The state used for users arriving while the table is full.
+    pub overflow: Arc<UserEntry<UserState>>,
+    /// All metric families.
+    pub metrics: Metrics,
+    /// Time source for the profiler.
+    pub clock: SystemClock,
+    /// The upstream set, with health checks.
+    pub upstreams: Arc<LoadBalancer<RoundRobin>>,
+    /// Timeouts for upstream connections.
+    pub upstream_options: UpstreamOptions,
+}
+
+impl Shared {
+    /// The user's entry, or the shared overflow entry when the table is full
+    /// of active users (counted in `headroom_untracked_requests_total`).
+    pub fn user(&self, key: u64, now_ms: u64) -> Arc<UserEntry<UserState>> {
+        match self.users.get_or_insert(key, now_ms) {
+            Ok(entry) => entry,
+            Err(_) => {
+                self.metrics.untracked_requests.inc();
+                Arc::clone(&self.overflow)
+            }
+        }
+    }
+}
