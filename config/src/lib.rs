@@ -39,8 +39,8 @@ pub use identity::{
     UnknownKeys,
 };
 pub use schema::{
-    Condition, Config, Device, HealthCheck, ProfilerConfig, Route, RouteKind, RouteMatch, Rule,
-    SourceKind, Tier, Upstream, UpstreamTimeouts,
+    Admission, Condition, Config, Device, HealthCheck, ProfilerConfig, Route, RouteKind,
+    RouteMatch, Rule, SourceKind, Tier, Upstream, UpstreamTimeouts,
 };
 
 /// Most route classes a config may declare.

@@ -53,6 +53,9 @@ pub(crate) struct RawConfig {
     /// Profiler sizing. Defaults per field.
     #[serde(default)]
     pub profiler: Field<RawProfiler>,
+    /// Admission control under saturation. Defaults per field.
+    #[serde(default)]
+    pub admission: Field<RawAdmission>,
     /// Route classes, at most 8. Default none.
     #[serde(default)]
     pub routes: SpannedList<RawRoute>,
@@ -321,6 +324,39 @@ pub(crate) struct RawTier {
     /// Fair-queue weight, integer >= 1. Default 1.
     #[serde(default)]
     pub weight: Field<Scalar>,
+    /// Longest wait in the admission queue, a duration > 0. Default `1s`.
+    #[serde(default)]
+    pub max_queue_time: Field<Scalar>,
+    /// Guaranteed share of admissions while waiting, number in [0, 1). Default 0.
+    #[serde(default)]
+    pub min_share: Field<Scalar>,
+}
+
+/// `admission`.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmission {
+    /// Whether to limit concurrency and queue by tier. Default true.
+    #[serde(default)]
+    pub enabled: Field<Scalar>,
+    /// Adapt the limit from latency. Default true.
+    #[serde(default)]
+    pub adaptive: Field<Scalar>,
+    /// Upper bound of in-flight upstream requests, integer >= 1. Default 256.
+    #[serde(default)]
+    pub max_concurrency: Field<Scalar>,
+    /// Lower bound of the adaptive limit, integer >= 1. Default 4.
+    #[serde(default)]
+    pub min_concurrency: Field<Scalar>,
+    /// Starting limit, integer. Default 32.
+    #[serde(default)]
+    pub initial_concurrency: Field<Scalar>,
+    /// Latency multiple over the baseline tolerated before shrinking, > 1. Default 2.
+    #[serde(default)]
+    pub latency_tolerance: Field<Scalar>,
+    /// Waiting requests at most, integer >= 0. Default 1024.
+    #[serde(default)]
+    pub max_queue: Field<Scalar>,
 }
 
 /// One entry of `rules`.

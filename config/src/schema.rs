@@ -37,6 +37,8 @@ pub struct Config {
     pub identity: Identity,
     /// Sizing of the per-user behaviour windows.
     pub profiler: ProfilerConfig,
+    /// Admission control under saturation.
+    pub admission: Admission,
     /// Route classes, matched in order against the request path (at most 8).
     pub routes: Vec<Route>,
     /// Service tiers, at least one, names unique.
@@ -252,9 +254,52 @@ pub struct Tier {
     /// Tokens a user may spend at once (at most 2^32 - 1); at least 1 and at least the largest
     /// route cost, so every route stays reachable.
     pub burst: u32,
-    /// Fair-queue weight against other tiers at the same priority, 1 to
-    /// 1 000 000. Default 1.
+    /// Fair-queue weight: when several tiers wait for the backend, each gets
+    /// admissions in proportion to its weight. 1 to 1 000 000. Default 1.
     pub weight: u32,
+    /// Longest a request of this tier waits in the admission queue before it
+    /// is shed with 503. Default 1 s.
+    pub max_queue_time: Duration,
+    /// Share of admissions guaranteed to this tier while it waits, in
+    /// [0, 1), whatever the weights; protects a low tier from starving.
+    /// Default 0 (weight only).
+    pub min_share: f64,
+}
+
+/// Admission control: a concurrency limit on upstream requests, and a
+/// weighted-fair queue by tier when it is reached.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Admission {
+    /// Whether admission control runs. Default true.
+    pub enabled: bool,
+    /// Adapt the limit from upstream latency (true) or hold
+    /// `max_concurrency` (false). Default true.
+    pub adaptive: bool,
+    /// Most requests in flight to the upstream set at once. Default 256.
+    pub max_concurrency: u32,
+    /// The adaptive limit never goes below this. Default 4.
+    pub min_concurrency: u32,
+    /// The adaptive limit starts here. Default 32.
+    pub initial_concurrency: u32,
+    /// Latency over the no-load baseline tolerated before the limit
+    /// shrinks, as a multiple (> 1). Default 2.
+    pub latency_tolerance: f64,
+    /// Most requests waiting at once; beyond it requests are shed. Default 1024.
+    pub max_queue: usize,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission {
+            enabled: true,
+            adaptive: true,
+            max_concurrency: 256,
+            min_concurrency: 4,
+            initial_concurrency: 32,
+            latency_tolerance: 2.0,
+            max_queue: 1024,
+        }
+    }
 }
 
 /// Assigns a tier to requests whose identity matches every condition.

@@ -382,3 +382,41 @@ fn unreadable_file_is_one_error_at_the_start() {
         errors.lines()[0].starts_with("/nonexistent/headroom.yaml:1:1: cannot read config file:")
     );
 }
+
+#[test]
+fn admission_bounds_and_tier_queue_settings_are_checked_with_positions() {
+    let text = format!(
+        "{BASE}admission:\n  max_concurrency: 8\n  min_concurrency: 16\n  latency_tolerance: 0.5\n"
+    );
+    let lines = error_lines(&text);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("x.yaml:11:20:") && l.contains("min_concurrency")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("latency_tolerance")),
+        "{lines:?}"
+    );
+
+    let bad_share = BASE.replace(
+        "burst: 10\ndefault",
+        "burst: 10\n    min_share: 1.5\ndefault",
+    );
+    let lines = error_lines(&bad_share);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("x.yaml:8:16:") && l.contains("min_share")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn admission_and_queue_defaults_apply() {
+    let config = load(BASE).expect("valid");
+    assert_eq!(config.admission, Admission::default());
+    assert_eq!(config.tiers[0].max_queue_time, Duration::from_secs(1));
+    assert_eq!(config.tiers[0].min_share, 0.0);
+}

@@ -8,6 +8,7 @@
 //! The section checks live in `validate/`: `server` (listeners, upstreams,
 //! timeouts, profiler), `identity` with `jwt`, and `policy` (routes, tiers, rules).
 
+mod admission;
 mod identity;
 mod jwt;
 mod policy;
@@ -222,6 +223,24 @@ impl<'a> Ctx<'a> {
                     key,
                     format!("expected {expected}, got {got}"),
                 );
+                None
+            }
+        }
+    }
+
+    /// A number in [0, 1): a share.
+    pub(crate) fn fraction(&mut self, key: &str, value: &Spanned<Scalar>) -> Option<f64> {
+        let number = match value.value {
+            Scalar::UInt(n) => Some(n as f64),
+            Scalar::Float(f) => Some(f),
+            _ => None,
+        };
+        match number {
+            Some(n) if (0.0..1.0).contains(&n) => Some(n),
+            _ => {
+                let got = self.shown(value);
+                let message = format!("expected a share from 0 up to (not including) 1, got {got}");
+                self.invalid(&value.referenced, key, message);
                 None
             }
         }
@@ -442,6 +461,7 @@ pub(crate) fn build(raw: &RawConfig, ctx: &mut Ctx<'_>) -> Config {
         upstream_timeouts: server.upstream_timeouts,
         identity,
         profiler: server.profiler,
+        admission: admission::admission(ctx, raw.admission.as_ref()),
         routes,
         tiers: tiers.valid,
         rules,

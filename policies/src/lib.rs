@@ -21,6 +21,7 @@
 //! process-wide epoch, so neither a reload nor a tier change refills or
 //! empties anyone's bucket (see the `clock` and `limiter` modules).
 
+pub mod admission;
 mod clock;
 mod device;
 mod limiter;

@@ -24,14 +24,32 @@ impl AdminApp {
         Self { shared }
     }
 
+    /// Gauges read from live state at scrape time.
+    fn refresh_gauges(&self) {
+        let shared = &self.shared;
+        let users = i64::try_from(shared.users.len()).unwrap_or(i64::MAX);
+        shared.metrics.tracked_users.set(users);
+        let gate = &shared.admission;
+        shared.metrics.admission_limit.set(i64::from(gate.limit()));
+        shared
+            .metrics
+            .admission_in_flight
+            .set(i64::from(gate.in_flight()));
+        let runtime = shared.runtime.load();
+        for (tier, depth) in runtime.policy.tiers().iter().zip(gate.queue_depths()) {
+            let depth = i64::try_from(depth).unwrap_or(i64::MAX);
+            shared
+                .metrics
+                .queue_depth
+                .with_label_values(&[tier.name()])
+                .set(depth);
+        }
+    }
+
     fn route(&self, method: &http::Method, path: &str) -> (StatusCode, &'static str, Vec<u8>) {
         match (method.as_str(), path) {
             ("GET", "/metrics") => {
-                let users = self.shared.users.len();
-                self.shared
-                    .metrics
-                    .tracked_users
-                    .set(i64::try_from(users).unwrap_or(i64::MAX));
+                self.refresh_gauges();
                 (
                     StatusCode::OK,
                     "text/plain; version=0.0.4",

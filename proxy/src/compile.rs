@@ -5,15 +5,18 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use headroom_config::{
     AnonymousMode as CfgAnonymous, Config, ForwardedHeader as CfgForwarded,
     IdentitySource as CfgSource, JwtAlgorithm, JwtKeyMaterial, OnInvalid, UnknownKeys,
 };
+use headroom_policies::admission::TierShare;
 use headroom_policies::Policy;
 use http::HeaderName;
 use jsonwebtoken::Algorithm;
 
+use crate::admission::TierQueue;
 use crate::identity::{
     AnonymousMode, ClientIpResolver, ForwardedHeader, IdentityResolver, JwtKey, JwtRules,
     JwtVerifier, KeyEntry, Pseudonymizer, Source,
@@ -83,7 +86,26 @@ pub fn compile_runtime(
         path: path.display().to_string(),
         message,
     })?;
-    Ok(Runtime::new(policy, identity, metrics))
+    let tier_queues = tier_queues(config, &policy);
+    Ok(Runtime::new(policy, identity, tier_queues, metrics))
+}
+
+/// Queue settings for each of `policy`'s tiers, in `TierId` order.
+fn tier_queues(config: &Config, policy: &Policy) -> Vec<TierQueue> {
+    policy
+        .tiers()
+        .iter()
+        .map(|tier| {
+            let written = config.tiers.iter().find(|t| t.name == tier.name());
+            TierQueue {
+                share: TierShare {
+                    weight: f64::from(tier.weight()),
+                    min_share: written.map_or(0.0, |t| t.min_share),
+                },
+                max_queue_time: written.map_or(Duration::from_secs(1), |t| t.max_queue_time),
+            }
+        })
+        .collect()
 }
 
 fn compile_identity(config: &Config, secret: &IdentitySecret) -> Result<IdentityResolver, String> {

@@ -6,6 +6,7 @@
 //! command line.
 
 pub mod admin;
+pub mod admission;
 pub mod cli;
 pub mod compile;
 pub mod demo;

@@ -8,7 +8,7 @@
 
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    Opts, Registry, TextEncoder,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// What happened to a request, as counted in `headroom_requests_total`.
@@ -75,6 +75,13 @@ pub struct Metrics {
     /// the per-user rate forecast, scored after each horizon passes.
     pub forecast_error: GaugeVec,
     reloads: IntCounterVec,
+    wait: HistogramVec,
+    /// `headroom_admission_queue_depth{tier}`: requests waiting, set at scrape.
+    pub queue_depth: IntGaugeVec,
+    /// `headroom_admission_limit`: the current concurrency limit.
+    pub admission_limit: IntGauge,
+    /// `headroom_admission_in_flight`: requests at the upstreams now.
+    pub admission_in_flight: IntGauge,
     /// `headroom_upstream_errors_total`: requests that failed to reach or
     /// complete against an upstream.
     pub upstream_errors: IntCounter,
@@ -87,6 +94,8 @@ pub struct TierMetrics {
     outcomes: [IntCounter; 5],
     /// `headroom_request_duration_seconds{tier}`.
     pub duration: Histogram,
+    /// `headroom_admission_wait_seconds{tier}`: time queued before admission.
+    pub wait: Histogram,
 }
 
 impl TierMetrics {
@@ -155,6 +164,33 @@ impl Metrics {
             &["result"],
         )
         .expect("static metric definition");
+        let wait = HistogramVec::new(
+            HistogramOpts::new(
+                "headroom_admission_wait_seconds",
+                "Time requests waited in the admission queue before being let in, by tier.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["tier"],
+        )
+        .expect("static metric definition");
+        let queue_depth = IntGaugeVec::new(
+            Opts::new(
+                "headroom_admission_queue_depth",
+                "Requests waiting for admission, by tier.",
+            ),
+            &["tier"],
+        )
+        .expect("static metric definition");
+        let admission_limit = IntGauge::new(
+            "headroom_admission_limit",
+            "Current concurrency limit on upstream requests (adaptive).",
+        )
+        .expect("static metric definition");
+        let admission_in_flight = IntGauge::new(
+            "headroom_admission_in_flight",
+            "Requests admitted and not yet finished.",
+        )
+        .expect("static metric definition");
         let upstream_errors = IntCounter::new(
             "headroom_upstream_errors_total",
             "Requests that failed to reach or complete against an upstream.",
@@ -170,6 +206,10 @@ impl Metrics {
             Box::new(forecast_error.clone()),
             Box::new(reloads.clone()),
             Box::new(upstream_errors.clone()),
+            Box::new(wait.clone()),
+            Box::new(queue_depth.clone()),
+            Box::new(admission_limit.clone()),
+            Box::new(admission_in_flight.clone()),
         ] {
             registry
                 .register(collector)
@@ -195,6 +235,10 @@ impl Metrics {
             evicted_users,
             forecast_error,
             reloads,
+            wait,
+            queue_depth,
+            admission_limit,
+            admission_in_flight,
             upstream_errors,
         };
         metrics.tier(NO_TIER);
@@ -204,9 +248,11 @@ impl Metrics {
     /// Resolves (and so creates at zero) the series of one tier.
     pub fn tier(&self, tier: &str) -> TierMetrics {
         let outcomes = Outcome::ALL.map(|o| self.requests.with_label_values(&[tier, o.as_str()]));
+        self.queue_depth.with_label_values(&[tier]);
         TierMetrics {
             outcomes,
             duration: self.duration.with_label_values(&[tier]),
+            wait: self.wait.with_label_values(&[tier]),
         }
     }
 

@@ -69,6 +69,9 @@ impl Reloader {
             });
         match result {
             Ok(runtime) => {
+                self.shared
+                    .admission
+                    .reconfigure(runtime.tier_queues.clone());
                 self.shared.runtime.store(Arc::new(runtime));
                 self.shared.metrics.count_reload(true);
                 tracing::info!(path = %self.path.display(), "config reloaded");

@@ -22,6 +22,7 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
+use crate::admission::AdmissionGate;
 use crate::compile::{compile_runtime, IdentitySecret};
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
@@ -107,6 +108,7 @@ pub fn build_server(
     let secret = IdentitySecret::random().map_err(|e| RunError::Server(e.to_string()))?;
     let runtime = compile_runtime(&config, &path, &metrics, &secret)
         .map_err(|e| RunError::Config(e.to_string()))?;
+    let tier_queues = runtime.tier_queues.clone();
     let users = UserTable::new(table_config(&config))
         .map_err(|e| RunError::Config(format!("profiler: {e}")))?;
     let shared = Arc::new(Shared {
@@ -116,6 +118,7 @@ pub fn build_server(
         metrics,
         clock: SystemClock,
         upstreams,
+        admission: Arc::new(AdmissionGate::new(&config.admission, tier_queues)),
         upstream_options: UpstreamOptions {
             connect_timeout: config.upstream_timeouts.connect,
             read_timeout: config.upstream_timeouts.read,

@@ -1,7 +1,8 @@
 //! The proxy service: pingora's request phases, in the order they run.
 //!
 //! - `request_filter`: identify the user, look up their state, record the
-//!   arrival, check the tier's rate limit; answer 401 or 429 here.
+//!   arrival, check the tier's rate limit, pass the admission gate (or wait
+//!   in its fair queue); answer 401, 429 or 503 here.
 //! - `upstream_peer`: pick an upstream from the healthy set.
 //! - `upstream_request_filter`: strip client-sent `x-headroom-*` and
 //!   hop-by-hop headers, add the pseudonymous user and the tier.
@@ -25,6 +26,7 @@ use pingora::http::ResponseHeader;
 use pingora::prelude::{HttpPeer, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 
+use crate::admission::Permit;
 use crate::headers;
 use crate::metrics::Outcome;
 use crate::state::{Runtime, Shared, UserState};
@@ -45,6 +47,12 @@ pub struct RequestCtx {
     verdict: Option<Verdict>,
     /// What happened, for `headroom_requests_total`.
     outcome: Outcome,
+    /// The admission slot, held until the request ends.
+    permit: Option<Permit>,
+    /// When the request was let through to the upstream.
+    admitted_at: Option<Instant>,
+    /// The request's route class.
+    route: u8,
 }
 
 /// The pingora proxy application.
@@ -91,6 +99,9 @@ impl ProxyHttp for HeadroomProxy {
             tier: None,
             verdict: None,
             outcome: Outcome::Error,
+            permit: None,
+            admitted_at: None,
+            route: 0,
         }
     }
 
@@ -147,6 +158,7 @@ impl ProxyHttp for HeadroomProxy {
         let user = self.shared.user(identity.key, now_ms);
         user.windows.record_arrival(now_ms, route.id, bytes_in);
         ctx.user_key = identity.key;
+        ctx.route = route.id;
         ctx.tier = Some(tier);
 
         // Rate limit: the bucket lives in the user's entry, so a tier change or
@@ -176,8 +188,36 @@ impl ProxyHttp for HeadroomProxy {
             Self::refuse(session, 429, &extra, b"rate limit exceeded\n").await?;
             return Ok(true);
         }
-        ctx.outcome = Outcome::Admitted;
-        Ok(false)
+
+        // Admission: straight through while the backend has room; otherwise
+        // wait in the fair queue, or be shed when the tier's wait runs out.
+        match self.shared.admission.acquire(tier.index(), now_ms).await {
+            Ok(permit) => {
+                let admitted_at = Instant::now();
+                if let Some(waited) = admitted_at.checked_duration_since(ctx.started) {
+                    if waited.as_micros() > 100 {
+                        rt.tier(tier).metrics.wait.observe(waited.as_secs_f64());
+                    }
+                }
+                ctx.permit = Some(permit);
+                ctx.admitted_at = Some(admitted_at);
+                ctx.outcome = Outcome::Admitted;
+                Ok(false)
+            }
+            Err(shed) => {
+                tracing::debug!(?shed, "request shed: backend saturated");
+                ctx.outcome = Outcome::Shed;
+                let wait = self.shared.admission.max_queue_time(tier.index());
+                let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                let tier_rt = rt.tier(tier);
+                let extra = [
+                    (headers::RETRY_AFTER, headers::number(retry_after.max(1))),
+                    (headers::TIER, tier_rt.name_header.clone()),
+                ];
+                Self::refuse(session, 503, &extra, b"backend saturated, retry later\n").await?;
+                Ok(true)
+            }
+        }
     }
 
     async fn upstream_peer(
@@ -224,6 +264,12 @@ impl ProxyHttp for HeadroomProxy {
         };
         let tier_rt = rt.tier(tier);
         let now_ms = self.shared.clock.now_ms();
+        if let Some(admitted_at) = ctx.admitted_at {
+            // Time to the upstream's response header: the adaptive limit's signal.
+            self.shared
+                .admission
+                .on_latency(ctx.route, admitted_at.elapsed(), now_ms);
+        }
         resp.insert_header(headers::TIER, tier_rt.name_header.clone())?;
         resp.insert_header(
             headers::FORECAST_RPS,
@@ -240,6 +286,9 @@ impl ProxyHttp for HeadroomProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        // Free the admission slot first: the next waiter need not wait for our
+        // bookkeeping.
+        drop(ctx.permit.take());
         let elapsed = ctx.started.elapsed();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         if e.is_some() && ctx.outcome == Outcome::Admitted {

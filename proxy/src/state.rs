@@ -12,6 +12,7 @@ use http::HeaderValue;
 use pingora::lb::{selection::RoundRobin, LoadBalancer};
 use pingora::prelude::HttpPeer;
 
+use crate::admission::{AdmissionGate, TierQueue};
 use crate::identity::IdentityResolver;
 use crate::metrics::{Metrics, TierMetrics, NO_TIER};
 
@@ -52,6 +53,8 @@ pub struct Runtime {
     pub tiers: Vec<TierRuntime>,
     /// Metrics for requests refused before a tier was known.
     pub no_tier_metrics: TierMetrics,
+    /// Admission-queue settings per tier, in `TierId` order.
+    pub tier_queues: Vec<TierQueue>,
 }
 
 impl Runtime {
@@ -65,7 +68,12 @@ impl Runtime {
     }
 
     /// Prepares the per-tier values of `policy`.
-    pub fn new(policy: Policy, identity: IdentityResolver, metrics: &Metrics) -> Self {
+    pub fn new(
+        policy: Policy,
+        identity: IdentityResolver,
+        tier_queues: Vec<TierQueue>,
+        metrics: &Metrics,
+    ) -> Self {
         let tiers = policy
             .tiers()
             .iter()
@@ -82,6 +90,7 @@ impl Runtime {
             identity,
             tiers,
             no_tier_metrics: metrics.tier(NO_TIER),
+            tier_queues,
         }
     }
 }
@@ -122,6 +131,8 @@ pub struct Shared {
     pub upstreams: Arc<LoadBalancer<RoundRobin>>,
     /// Timeouts for upstream connections.
     pub upstream_options: UpstreamOptions,
+    /// Concurrency limit and fair queue in front of the upstreams.
+    pub admission: Arc<AdmissionGate>,
 }
 
 impl Shared {

@@ -211,6 +211,9 @@ pub(super) fn tiers(ctx: &mut Ctx<'_>, list: &SpannedList<RawTier>, routes: &[Ro
     set
 }
 
+/// How long a tier's requests may wait for admission unless configured.
+const DEFAULT_MAX_QUEUE_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// One tier.
 fn tier(
     ctx: &mut Ctx<'_>,
@@ -255,12 +258,25 @@ fn tier(
         }
     }
 
+    let max_queue_time = ctx.duration_or(
+        &format!("{key}.max_queue_time"),
+        &raw.max_queue_time,
+        DEFAULT_MAX_QUEUE_TIME,
+        false,
+    );
+    let min_share = match &raw.min_share {
+        Some(v) => ctx.fraction(&format!("{key}.min_share"), v)?,
+        None => 0.0,
+    };
+
     Some(Tier {
         name: name?,
         priority: u16::try_from(priority).unwrap_or(0),
         requests_per_second: rps?,
         burst: u32::try_from(burst?).ok()?,
         weight: u32::try_from(weight).unwrap_or(1),
+        max_queue_time,
+        min_share,
     })
 }
 

@@ -33,7 +33,7 @@ use super::workload::{synthetic_mix, Planned, Source, SyntheticSource, TraceSour
 use crate::trace::{self, Trace, TraceError, TraceRecord};
 
 /// Requests outstanding at once, at most.
-pub const MAX_IN_FLIGHT: usize = 512;
+pub const MAX_IN_FLIGHT: usize = 2048;
 
 /// A request with no complete response after this long counts as an error.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -373,6 +373,11 @@ impl Run {
                 send(&client, request, planned.user, &recorder).await;
                 drop(permit);
             });
+        }
+        // A workload that ran out early still runs to the end of the duration,
+        // so the report covers the whole run and the process exits on time.
+        if let Some(end) = start.checked_add(self.duration) {
+            tokio::time::sleep_until(end).await;
         }
         let sending = start.elapsed().min(self.duration);
 

@@ -119,7 +119,7 @@ impl LoadReport {
         // Writing to a String cannot fail; the results are ignored.
         let _ = writeln!(
             out,
-            "{:.1} s, offered load {:.2}x capacity, shaping {}, warming {}",
+            "{:.1} s, offered load {:.3}x capacity, shaping {}, warming {}",
             self.duration_s,
             self.offered_load,
             on_off(self.shaping),

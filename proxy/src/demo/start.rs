@@ -86,6 +86,7 @@ pub fn demo_config(secret: &str, shaping: bool) -> String {
 threads: 2
 grace_period: 1s
 upstreams: []
+admission: {{ enabled: {shaping}, initial_concurrency: 8, latency_tolerance: 1.5 }}
 health_check: {{ interval: 1s, timeout: 500ms }}
 identity:
   trusted_proxies: ["127.0.0.0/8", "::1/128"]
@@ -100,10 +101,10 @@ routes:
   - {{ name: export, prefix: /api/export, cost: 10, kind: batch }}
   - {{ name: static, prefix: /static, cost: 1, kind: interactive }}
 tiers:
-  - {{ name: premium, priority: 100, weight: 8, requests_per_second: {premium} }}
-  - {{ name: standard, priority: 50, weight: 4, requests_per_second: {standard} }}
-  - {{ name: free, priority: 10, weight: 1, requests_per_second: {free} }}
-  - {{ name: bots, priority: 1, weight: 1, requests_per_second: {bots} }}
+  - {{ name: premium, priority: 100, weight: 8, max_queue_time: 2s, requests_per_second: {premium} }}
+  - {{ name: standard, priority: 50, weight: 4, max_queue_time: 500ms, requests_per_second: {standard} }}
+  - {{ name: free, priority: 10, weight: 1, min_share: 0.05, max_queue_time: 250ms, requests_per_second: {free} }}
+  - {{ name: bots, priority: 1, weight: 1, max_queue_time: 250ms, requests_per_second: {bots} }}
 rules:
   - {{ when: {{ plan: premium }}, tier: premium }}
   - {{ when: {{ plan: free }}, tier: free }}

@@ -1,0 +1,367 @@
+//! The admission gate: at most `limit` requests at the upstreams at once;
+//! beyond that, requests wait in a weighted-fair queue by tier and are shed
+//! with 503 when their tier's maximum queue time passes.
+//!
+//! The unsaturated path is lock-free: a compare-and-swap on the in-flight
+//! count. The lock around the queue is taken only while someone waits, and
+//! never across an await. Ordering argument: a waiter increments `waiting`
+//! under the lock *before* re-checking the in-flight count, and a release
+//! decrements the count *before* checking `waiting` (both sequentially
+//! consistent), so a release either sees the waiter and dispatches to it, or
+//! happened early enough that the waiter's own re-check finds the room.
+//!
+//! The limit is adaptive (see `headroom_policies::admission`). The gate lives
+//! as long as the process; a reload replaces its tier settings and sheds the
+//! requests that were waiting at that moment (rare, and safer than guessing
+//! which new tier an old waiter belongs to).
+
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use headroom_config::Admission as AdmissionConfig;
+use headroom_policies::admission::{ConcurrencyLimit, FairQueue, LimitSettings, TierShare};
+use tokio::sync::oneshot;
+
+/// Per-tier queue settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TierQueue {
+    /// Scheduling weight and floor.
+    pub share: TierShare,
+    /// Longest wait before the request is shed.
+    pub max_queue_time: Duration,
+}
+
+struct Queue {
+    fair: FairQueue<oneshot::Sender<()>>,
+    tiers: Vec<TierQueue>,
+}
+
+/// Why a request was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shed {
+    /// The queue was at its length limit.
+    QueueFull,
+    /// The tier's maximum queue time passed.
+    Timeout,
+}
+
+/// Route classes tracked for latency normalisation (the policy's 0..=8).
+const ROUTE_CLASSES: usize = 9;
+
+/// The gate, shared by all requests.
+pub struct AdmissionGate {
+    enabled: bool,
+    /// Per route class, the no-load latency floor in µs (fall fast, rise
+    /// slowly), so one cheap and one expensive route do not look like
+    /// queueing to the limit when their mix changes.
+    route_floor_us: [AtomicU64; ROUTE_CLASSES],
+    limit: ConcurrencyLimit,
+    in_flight: AtomicU32,
+    waiting: AtomicUsize,
+    queue: Mutex<Queue>,
+    max_queue: usize,
+}
+
+/// An admitted request's slot; dropping it lets the next request in.
+pub struct Permit {
+    gate: Arc<AdmissionGate>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.gate.release();
+    }
+}
+
+impl AdmissionGate {
+    /// A gate from the `admission` config and the policy's tiers.
+    pub fn new(config: &AdmissionConfig, tiers: Vec<TierQueue>) -> Self {
+        let settings = LimitSettings {
+            min: config.min_concurrency,
+            max: config.max_concurrency,
+            initial: config.initial_concurrency,
+            adaptive: config.adaptive,
+            tolerance: config.latency_tolerance,
+        };
+        let shares: Vec<TierShare> = tiers.iter().map(|t| t.share).collect();
+        Self {
+            enabled: config.enabled,
+            route_floor_us: std::array::from_fn(|_| AtomicU64::new(0)),
+            limit: ConcurrencyLimit::new(settings),
+            in_flight: AtomicU32::new(0),
+            waiting: AtomicUsize::new(0),
+            queue: Mutex::new(Queue {
+                fair: FairQueue::new(&shares, config.max_queue),
+                tiers,
+            }),
+            max_queue: config.max_queue,
+        }
+    }
+
+    /// Whether the gate limits anything.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The current concurrency limit.
+    pub fn limit(&self) -> u32 {
+        self.limit.current()
+    }
+
+    /// Requests at the upstreams now.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Requests waiting per tier (index order of the policy).
+    pub fn queue_depths(&self) -> Vec<usize> {
+        let q = self.lock();
+        (0..q.tiers.len()).map(|t| q.fair.tier_len(t)).collect()
+    }
+
+    /// Replaces the tier settings after a reload; requests waiting now are
+    /// shed (their receivers see the sender dropped).
+    pub fn reconfigure(&self, tiers: Vec<TierQueue>) {
+        let mut q = self.lock();
+        if q.tiers == tiers {
+            return;
+        }
+        let shares: Vec<TierShare> = tiers.iter().map(|t| t.share).collect();
+        q.fair = FairQueue::new(&shares, self.max_queue);
+        q.tiers = tiers;
+        self.waiting.store(0, Ordering::SeqCst);
+    }
+
+    /// The maximum queue time of `tier` (for `Retry-After`).
+    pub fn max_queue_time(&self, tier: usize) -> Duration {
+        self.lock()
+            .tiers
+            .get(tier)
+            .map_or(Duration::from_secs(1), |t| t.max_queue_time)
+    }
+
+    /// Feeds one upstream latency sample of route class `route` to the
+    /// adaptive limit, as a stretch over that route's own no-load floor
+    /// (1000 = at the floor), so the limit reacts to queueing, not to which
+    /// routes happen to be popular.
+    pub fn on_latency(&self, route: u8, latency: Duration, now_ms: u64) {
+        let us = u64::try_from(latency.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let Some(floor) = self.route_floor_us.get(usize::from(route)) else {
+            return;
+        };
+        let updated = floor
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some(match old {
+                    0 => us,
+                    // Fall fast (a quarter of the gap), rise slowly (1/4096).
+                    _ if us < old => old - (old - us) / 4,
+                    _ => old + (us - old) / 4096,
+                })
+            })
+            .unwrap_or(us);
+        let stretch_per_mille = us.saturating_mul(1000) / updated.max(1);
+        self.limit
+            .on_sample(stretch_per_mille, self.in_flight(), now_ms);
+    }
+
+    /// Admits a request of `tier` now, or queues it; resolves to a permit or
+    /// to the reason it was shed. `now_ms` is the caller's clock.
+    pub async fn acquire(self: &Arc<Self>, tier: usize, now_ms: u64) -> Result<Permit, Shed> {
+        if !self.enabled || (self.waiting.load(Ordering::SeqCst) == 0 && self.try_take()) {
+            return Ok(self.permit());
+        }
+
+        // Saturated (or others already wait): join the queue.
+        let (tx, rx) = oneshot::channel();
+        let wait = {
+            let mut q = self.lock();
+            let wait = q
+                .tiers
+                .get(tier)
+                .map_or(Duration::from_secs(1), |t| t.max_queue_time);
+            let deadline =
+                now_ms.saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
+            if q.fair.push(tier, deadline, tx).is_err() {
+                return Err(Shed::QueueFull);
+            }
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            self.dispatch(&mut q, now_ms);
+            wait
+        };
+
+        // The releaser hands its slot over (in-flight stays counted).
+        match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(())) => Ok(self.permit()),
+            _ => Err(Shed::Timeout),
+        }
+    }
+
+    /// Sheds waiters whose deadline passed (the periodic sweep).
+    pub fn expire(&self, now_ms: u64) {
+        let mut q = self.lock();
+        let mut dropped = 0;
+        q.fair.expire(now_ms, |_, tx| {
+            dropped += 1;
+            drop(tx);
+        });
+        self.waiting.fetch_sub(dropped, Ordering::SeqCst);
+    }
+
+    fn permit(self: &Arc<Self>) -> Permit {
+        Permit {
+            gate: Arc::clone(self),
+        }
+    }
+
+    /// Takes a slot if the in-flight count is below the limit.
+    fn try_take(&self) -> bool {
+        let limit = self.limit.current();
+        self.in_flight
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn release(&self) {
+        if !self.enabled {
+            return;
+        }
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            let now_ms = headroom_profiler::Clock::now_ms(&headroom_profiler::SystemClock);
+            let mut q = self.lock();
+            self.dispatch(&mut q, now_ms);
+        }
+    }
+
+    /// Hands free slots to waiters in fair order; waiters that gave up (their
+    /// receiver dropped) return the slot and the next one is tried.
+    fn dispatch(&self, q: &mut MutexGuard<'_, Queue>, now_ms: u64) {
+        while self.try_take() {
+            let mut expired = 0;
+            let next = q.fair.pop(now_ms, |_, _| expired += 1);
+            self.waiting.fetch_sub(expired, Ordering::SeqCst);
+            let Some((_, tx)) = next else {
+                self.in_flight.fetch_sub(1, Ordering::SeqCst);
+                return;
+            };
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            if tx.send(()).is_err() {
+                self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // A panic while holding the lock leaves the queue consistent (every
+        // mutation is a single push or pop), so poisoning is ignored.
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(max: u32, tiers: &[(f64, f64, u64)]) -> Arc<AdmissionGate> {
+        let config = AdmissionConfig {
+            enabled: true,
+            adaptive: false,
+            max_concurrency: max,
+            min_concurrency: 1,
+            initial_concurrency: max,
+            latency_tolerance: 2.0,
+            max_queue: 100,
+        };
+        let tiers = tiers
+            .iter()
+            .map(|&(weight, min_share, ms)| TierQueue {
+                share: TierShare { weight, min_share },
+                max_queue_time: Duration::from_millis(ms),
+            })
+            .collect();
+        Arc::new(AdmissionGate::new(&config, tiers))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn under_the_limit_admits_at_once_and_release_frees_the_slot() {
+        let g = gate(2, &[(1.0, 0.0, 1000)]);
+        let a = g.acquire(0, 0).await.expect("room");
+        let _b = g.acquire(0, 0).await.expect("room");
+        assert_eq!(g.in_flight(), 2);
+        drop(a);
+        assert_eq!(g.in_flight(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiter_is_shed_after_its_tier_queue_time() {
+        let g = gate(1, &[(1.0, 0.0, 200)]);
+        let _held = g.acquire(0, 0).await.expect("room");
+        let started = tokio::time::Instant::now();
+        assert_eq!(g.acquire(0, 0).await.err(), Some(Shed::Timeout));
+        assert_eq!(started.elapsed(), Duration::from_millis(200));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn released_slot_goes_to_the_heavier_tier_first() {
+        let g = gate(1, &[(8.0, 0.0, 10_000), (1.0, 0.0, 10_000)]);
+        let held = g.acquire(0, 0).await.expect("room");
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        // The light tier queues first; the heavy one still goes first.
+        for tier in [1usize, 0] {
+            let (g, order) = (Arc::clone(&g), Arc::clone(&order));
+            tasks.push(tokio::spawn(async move {
+                let permit = g.acquire(tier, 0).await.expect("admitted");
+                order.lock().expect("lock").push(tier);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                drop(permit);
+            }));
+            tokio::task::yield_now().await;
+        }
+        drop(held);
+        for t in tasks {
+            t.await.expect("task");
+        }
+        assert_eq!(*order.lock().expect("lock"), vec![0, 1]);
+        assert_eq!(g.in_flight(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn full_queue_sheds_immediately() {
+        let config = AdmissionConfig {
+            max_queue: 0,
+            adaptive: false,
+            max_concurrency: 1,
+            ..AdmissionConfig::default()
+        };
+        let tier = TierQueue {
+            share: TierShare {
+                weight: 1.0,
+                min_share: 0.0,
+            },
+            max_queue_time: Duration::from_secs(1),
+        };
+        let g = Arc::new(AdmissionGate::new(&config, vec![tier]));
+        let _held = g.acquire(0, 0).await.expect("room");
+        assert_eq!(g.acquire(0, 0).await.err(), Some(Shed::QueueFull));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn disabled_gate_admits_everything() {
+        let config = AdmissionConfig {
+            enabled: false,
+            max_concurrency: 1,
+            ..AdmissionConfig::default()
+        };
+        let g = Arc::new(AdmissionGate::new(&config, vec![]));
+        let _a = g.acquire(0, 0).await.expect("open");
+        let _b = g.acquire(0, 0).await.expect("open");
+    }
+}
