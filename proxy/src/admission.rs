@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use headroom_config::Admission as AdmissionConfig;
 use headroom_policies::admission::{ConcurrencyLimit, FairQueue, LimitSettings, TierShare};
+use headroom_profiler::Clock;
 use tokio::sync::oneshot;
 
 /// Per-tier queue settings.
@@ -61,6 +62,8 @@ pub struct AdmissionGate {
     waiting: AtomicUsize,
     queue: Mutex<Queue>,
     max_queue: usize,
+    /// Time source for queue deadlines (the profiler's clock).
+    clock: Box<dyn Clock>,
 }
 
 /// An admitted request's slot; dropping it lets the next request in.
@@ -76,7 +79,7 @@ impl Drop for Permit {
 
 impl AdmissionGate {
     /// A gate from the `admission` config and the policy's tiers.
-    pub fn new(config: &AdmissionConfig, tiers: Vec<TierQueue>) -> Self {
+    pub fn new(config: &AdmissionConfig, tiers: Vec<TierQueue>, clock: Box<dyn Clock>) -> Self {
         let settings = LimitSettings {
             min: config.min_concurrency,
             max: config.max_concurrency,
@@ -96,6 +99,7 @@ impl AdmissionGate {
                 tiers,
             }),
             max_queue: config.max_queue,
+            clock,
         }
     }
 
@@ -145,7 +149,8 @@ impl AdmissionGate {
     /// adaptive limit, as a stretch over that route's own no-load floor
     /// (1000 = at the floor), so the limit reacts to queueing, not to which
     /// routes happen to be popular.
-    pub fn on_latency(&self, route: u8, latency: Duration, now_ms: u64) {
+    pub fn on_latency(&self, route: u8, latency: Duration) {
+        let now_ms = self.clock.now_ms();
         let us = u64::try_from(latency.as_micros())
             .unwrap_or(u64::MAX)
             .max(1);
@@ -168,14 +173,15 @@ impl AdmissionGate {
     }
 
     /// Admits a request of `tier` now, or queues it; resolves to a permit or
-    /// to the reason it was shed. `now_ms` is the caller's clock.
-    pub async fn acquire(self: &Arc<Self>, tier: usize, now_ms: u64) -> Result<Permit, Shed> {
+    /// to the reason it was shed.
+    pub async fn acquire(self: &Arc<Self>, tier: usize) -> Result<Permit, Shed> {
         if !self.enabled || (self.waiting.load(Ordering::SeqCst) == 0 && self.try_take()) {
             return Ok(self.permit());
         }
 
         // Saturated (or others already wait): join the queue.
         let (tx, rx) = oneshot::channel();
+        let now_ms = self.clock.now_ms();
         let wait = {
             let mut q = self.lock();
             let wait = q
@@ -200,7 +206,8 @@ impl AdmissionGate {
     }
 
     /// Sheds waiters whose deadline passed (the periodic sweep).
-    pub fn expire(&self, now_ms: u64) {
+    pub fn expire(&self) {
+        let now_ms = self.clock.now_ms();
         let mut q = self.lock();
         let mut dropped = 0;
         q.fair.expire(now_ms, |_, tx| {
@@ -232,7 +239,7 @@ impl AdmissionGate {
         }
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
         if self.waiting.load(Ordering::SeqCst) > 0 {
-            let now_ms = headroom_profiler::Clock::now_ms(&headroom_profiler::SystemClock);
+            let now_ms = self.clock.now_ms();
             let mut q = self.lock();
             self.dispatch(&mut q, now_ms);
         }
@@ -268,6 +275,7 @@ impl AdmissionGate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use headroom_profiler::SystemClock;
 
     fn gate(max: u32, tiers: &[(f64, f64, u64)]) -> Arc<AdmissionGate> {
         let config = AdmissionConfig {
@@ -286,14 +294,14 @@ mod tests {
                 max_queue_time: Duration::from_millis(ms),
             })
             .collect();
-        Arc::new(AdmissionGate::new(&config, tiers))
+        Arc::new(AdmissionGate::new(&config, tiers, Box::new(SystemClock)))
     }
 
     #[tokio::test(start_paused = true)]
     async fn under_the_limit_admits_at_once_and_release_frees_the_slot() {
         let g = gate(2, &[(1.0, 0.0, 1000)]);
-        let a = g.acquire(0, 0).await.expect("room");
-        let _b = g.acquire(0, 0).await.expect("room");
+        let a = g.acquire(0).await.expect("room");
+        let _b = g.acquire(0).await.expect("room");
         assert_eq!(g.in_flight(), 2);
         drop(a);
         assert_eq!(g.in_flight(), 1);
@@ -302,23 +310,23 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn waiter_is_shed_after_its_tier_queue_time() {
         let g = gate(1, &[(1.0, 0.0, 200)]);
-        let _held = g.acquire(0, 0).await.expect("room");
+        let _held = g.acquire(0).await.expect("room");
         let started = tokio::time::Instant::now();
-        assert_eq!(g.acquire(0, 0).await.err(), Some(Shed::Timeout));
+        assert_eq!(g.acquire(0).await.err(), Some(Shed::Timeout));
         assert_eq!(started.elapsed(), Duration::from_millis(200));
     }
 
     #[tokio::test(start_paused = true)]
     async fn released_slot_goes_to_the_heavier_tier_first() {
         let g = gate(1, &[(8.0, 0.0, 10_000), (1.0, 0.0, 10_000)]);
-        let held = g.acquire(0, 0).await.expect("room");
+        let held = g.acquire(0).await.expect("room");
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         // The light tier queues first; the heavy one still goes first.
         for tier in [1usize, 0] {
             let (g, order) = (Arc::clone(&g), Arc::clone(&order));
             tasks.push(tokio::spawn(async move {
-                let permit = g.acquire(tier, 0).await.expect("admitted");
+                let permit = g.acquire(tier).await.expect("admitted");
                 order.lock().expect("lock").push(tier);
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 drop(permit);
@@ -339,6 +347,7 @@ mod tests {
             max_queue: 0,
             adaptive: false,
             max_concurrency: 1,
+            min_concurrency: 1,
             ..AdmissionConfig::default()
         };
         let tier = TierQueue {
@@ -348,9 +357,13 @@ mod tests {
             },
             max_queue_time: Duration::from_secs(1),
         };
-        let g = Arc::new(AdmissionGate::new(&config, vec![tier]));
-        let _held = g.acquire(0, 0).await.expect("room");
-        assert_eq!(g.acquire(0, 0).await.err(), Some(Shed::QueueFull));
+        let g = Arc::new(AdmissionGate::new(
+            &config,
+            vec![tier],
+            Box::new(SystemClock),
+        ));
+        let _held = g.acquire(0).await.expect("room");
+        assert_eq!(g.acquire(0).await.err(), Some(Shed::QueueFull));
     }
 
     #[tokio::test(start_paused = true)]
@@ -360,8 +373,8 @@ mod tests {
             max_concurrency: 1,
             ..AdmissionConfig::default()
         };
-        let g = Arc::new(AdmissionGate::new(&config, vec![]));
-        let _a = g.acquire(0, 0).await.expect("open");
-        let _b = g.acquire(0, 0).await.expect("open");
+        let g = Arc::new(AdmissionGate::new(&config, vec![], Box::new(SystemClock)));
+        let _a = g.acquire(0).await.expect("open");
+        let _b = g.acquire(0).await.expect("open");
     }
 }

@@ -118,7 +118,11 @@ pub fn build_server(
         metrics,
         clock: SystemClock,
         upstreams,
-        admission: Arc::new(AdmissionGate::new(&config.admission, tier_queues)),
+        admission: Arc::new(AdmissionGate::new(
+            &config.admission,
+            tier_queues,
+            Box::new(SystemClock),
+        )),
         upstream_options: UpstreamOptions {
             connect_timeout: config.upstream_timeouts.connect,
             read_timeout: config.upstream_timeouts.read,

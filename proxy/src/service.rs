@@ -191,7 +191,7 @@ impl ProxyHttp for HeadroomProxy {
 
         // Admission: straight through while the backend has room; otherwise
         // wait in the fair queue, or be shed when the tier's wait runs out.
-        match self.shared.admission.acquire(tier.index(), now_ms).await {
+        match self.shared.admission.acquire(tier.index()).await {
             Ok(permit) => {
                 let admitted_at = Instant::now();
                 if let Some(waited) = admitted_at.checked_duration_since(ctx.started) {
@@ -268,7 +268,7 @@ impl ProxyHttp for HeadroomProxy {
             // Time to the upstream's response header: the adaptive limit's signal.
             self.shared
                 .admission
-                .on_latency(ctx.route, admitted_at.elapsed(), now_ms);
+                .on_latency(ctx.route, admitted_at.elapsed());
         }
         resp.insert_header(headers::TIER, tier_rt.name_header.clone())?;
         resp.insert_header(

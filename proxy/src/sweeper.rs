@@ -90,6 +90,7 @@ impl BackgroundService for Sweeper {
                 _ = tick.tick() => {}
             }
             let now_ms = self.shared.clock.now_ms();
+            self.shared.admission.expire();
             let evicted = self.shared.users.evict_idle(now_ms);
             self.shared.metrics.evicted_users.inc_by(evicted as u64);
             self.shared

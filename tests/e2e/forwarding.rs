@@ -114,3 +114,31 @@ fn health_endpoint_answers() {
     assert_eq!(get(proxy.admin, "/healthz", &[]).status, 200);
     assert_eq!(get(proxy.admin, "/nope", &[]).status, 404);
 }
+
+#[test]
+fn saturated_backend_sheds_with_503_and_retry_after() {
+    // One slot, a short queue wait and a backend that never answers: the
+    // first request holds the slot, the second waits 200 ms and is shed.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = silent.local_addr().expect("addr");
+    let yaml = BASIC.replace(
+        "default_tier: standard",
+        "default_tier: standard\nadmission: { adaptive: false, max_concurrency: 1 }\nupstream_timeouts: { read: 3s }",
+    )
+    .replace("burst: 1000 }", "burst: 1000, max_queue_time: 200ms }");
+    let proxy = Proxy::start(&yaml, addr);
+    let listen = proxy.listen;
+    let holder = std::thread::spawn(move || get(listen, "/slow", &[("x-api-key", "a")]));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+
+    let shed = get(proxy.listen, "/", &[("x-api-key", "b")]);
+
+    assert_eq!(shed.status, 503);
+    assert_eq!(shed.header("retry-after"), Some("1"));
+    assert_eq!(shed.header("x-headroom-tier"), Some("standard"));
+    let _ = holder.join();
+    assert!(proxy
+        .metrics()
+        .contains(r#"headroom_requests_total{outcome="shed",tier="standard"} 1"#));
+    drop(silent);
+}

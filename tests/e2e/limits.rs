@@ -86,3 +86,18 @@ fn bad_reload_is_counted_and_keeps_the_policy_in_force() {
     assert_eq!(resp.status, 200);
     assert_eq!(resp.header("x-headroom-tier"), Some("standard"));
 }
+
+#[test]
+fn sighup_reloads_the_config() {
+    let backend = EchoBackend::start();
+    let proxy = Proxy::start(&config("1000", ""), backend.addr);
+
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &proxy.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+
+    proxy.wait_metric_at_least(r#"headroom_config_reloads_total{result="ok"}"#, 1.0);
+    assert_eq!(get(proxy.listen, "/", &[("x-api-key", "u1")]).status, 200);
+}

@@ -270,4 +270,64 @@ mod tests {
             Err(JwtError::NotBearer)
         ));
     }
+
+    const ES_PRIVATE: &str = include_str!("testdata/es256-private.pem");
+    const ES_PUBLIC: &str = include_str!("testdata/es256-public.pem");
+    const RS_PRIVATE: &str = include_str!("testdata/rs256-private.pem");
+    const RS_PUBLIC: &str = include_str!("testdata/rs256-public.pem");
+
+    fn public_key_verifier() -> JwtVerifier {
+        let keys = vec![
+            JwtKey::public_pem(None, Algorithm::ES256, ES_PUBLIC.as_bytes()).expect("ec key"),
+            JwtKey::public_pem(None, Algorithm::RS256, RS_PUBLIC.as_bytes()).expect("rsa key"),
+        ];
+        let rules = JwtRules {
+            issuer: Some("https://issuer.test".into()),
+            audience: None,
+            leeway_secs: 0,
+            user_claim: "sub".into(),
+            plan_claim: "plan".into(),
+            role_claim: "role".into(),
+        };
+        JwtVerifier::new(keys, rules)
+    }
+
+    #[test]
+    fn es256_and_rs256_tokens_verify_against_public_keys() {
+        let claims = json!({"sub": "carol", "role": "admin", "iss": "https://issuer.test",
+            "exp": get_current_timestamp() + 600});
+        let es = EncodingKey::from_ec_pem(ES_PRIVATE.as_bytes()).expect("ec private");
+        let rs = EncodingKey::from_rsa_pem(RS_PRIVATE.as_bytes()).expect("rsa private");
+        let v = public_key_verifier();
+        for (alg, key) in [(Algorithm::ES256, es), (Algorithm::RS256, rs)] {
+            let t = encode(&Header::new(alg), &claims, &key).expect("sign");
+            let c = v.verify(&t).expect("verifies");
+            assert_eq!(
+                (c.user.as_str(), c.role.as_deref()),
+                ("carol", Some("admin"))
+            );
+        }
+    }
+
+    #[test]
+    fn wrong_issuer_is_refused() {
+        let claims = json!({"sub": "carol", "iss": "https://evil.test",
+            "exp": get_current_timestamp() + 600});
+        let es = EncodingKey::from_ec_pem(ES_PRIVATE.as_bytes()).expect("ec private");
+        let t = encode(&Header::new(Algorithm::ES256), &claims, &es).expect("sign");
+        assert!(public_key_verifier().verify(&t).is_err());
+    }
+
+    #[test]
+    fn hs256_signed_with_the_public_key_text_is_refused() {
+        // The classic confusion: an attacker signs HS256 using the RSA public
+        // key as the HMAC secret. No HS256 key is configured, so no key fits.
+        let claims = json!({"sub": "mallory", "iss": "https://issuer.test",
+            "exp": get_current_timestamp() + 600});
+        let t = token(&claims, RS_PUBLIC.as_bytes());
+        assert!(matches!(
+            public_key_verifier().verify(&t),
+            Err(JwtError::NoKey { .. })
+        ));
+    }
 }
