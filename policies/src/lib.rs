@@ -35,6 +35,6 @@ pub use device::{classify_user_agent, FromUserAgent, SCAN_LIMIT};
 pub use headroom_config::{Device, RouteKind, SourceKind};
 pub use limiter::{UserBucket, Verdict};
 pub use policy::{Policy, PolicyError};
-pub use routes::{RouteClass, RouteError, MAX_ROUTES, OTHER_ROUTE};
+pub use routes::{normalize_path, RouteClass, RouteError, MAX_ROUTES, OTHER_ROUTE};
 pub use rules::{Attributes, RuleError};
 pub use tier::{RateLimitValue, Tier, TierError, TierId, MAX_TIERS, MAX_TIER_NAME_LEN};

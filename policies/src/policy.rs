@@ -175,8 +175,11 @@ impl<C: Clock + Clone> Policy<C> {
 
     /// The route class of `path` (query string ignored); see
     /// [`RouteClass`]. Allocation-free.
+    ///
+    /// The path is normalised first the way a backend would route it (see
+    /// [`crate::normalize_path`]), so `/%65xport` costs what `/export` does.
     pub fn classify(&self, path: &str) -> RouteClass {
-        self.routes.classify(path)
+        self.routes.classify(&crate::normalize_path(path))
     }
 
     /// The name of route class `id` (`"other"` for 0), for metrics and

@@ -8,9 +8,13 @@
 //! defined once, by `headroom_config::RouteMatch`; this module adds the
 //! ordering, the ids, the costs and the names.
 
+mod normalize;
+
 use std::num::NonZeroU32;
 
 use headroom_config::{Route, RouteKind, RouteMatch};
+
+pub use normalize::normalize as normalize_path;
 
 /// Most configured routes; ids 1..=8 plus 0 for "other" fit in a `u8` and
 /// in small fixed arrays.

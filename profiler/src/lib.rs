@@ -26,8 +26,15 @@
 //! - [`user`]: one user's windows and smoothed rate; [`snapshot`]: a plain
 //!   copy of them.
 //! - [`table`]: the bounded concurrent map of users, with idle eviction.
+//! - [`cohort`]: users grouped by behaviour and attributes, re-clustered in
+//!   the background, with stable ids and names.
+//! - [`next_action`]: per-cohort likelihood of each route class within a
+//!   horizon, learnt online from transitions, calibrated, replayable.
+//! - [`sensitivity`]: per-user latency sensitivity from reactions to slow
+//!   responses.
+//! - [`events`]: declared campaigns and launches, and their measured effect.
 //!
-//! Memory: about 890 bytes per tracked user at the default 60 x 1 s window
+//! Memory: about 930 bytes per tracked user at the default 60 x 1 s window
 //! with an 8-byte proxy payload, map slot included
 //! ([`UserTable::bytes_per_user`]).
 //!
@@ -42,7 +49,11 @@
 
 pub mod activity;
 pub mod clock;
+pub mod cohort;
+pub mod events;
 pub mod multi_window;
+pub mod next_action;
+pub mod sensitivity;
 pub mod session;
 pub mod snapshot;
 pub mod table;
@@ -54,7 +65,16 @@ mod stress;
 
 pub use activity::{ActivityTotals, ROUTE_CLASSES};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use cohort::{
+    BehaviourFeatures, Clusterer, Cohort, CohortConfig, CohortId, CohortNames, CohortSet,
+    UserAttributes, UserSample,
+};
+pub use events::{Event, EventBook, EventError, EventId, Scope};
 pub use multi_window::{BucketCounters, MultiWindow};
+pub use next_action::{
+    ActionMark, NextActionConfig, NextActionModel, NextActionTable, ReplayConfig, Transition,
+};
+pub use sensitivity::{LatencySignals, ResponseSpeed, SensitivityConfig};
 pub use session::Sessions;
 pub use snapshot::UserSnapshot;
 pub use table::{

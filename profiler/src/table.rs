@@ -38,6 +38,9 @@ mod config;
 pub use config::{TableConfig, TableConfigError};
 
 /// Segments of the table; a power of two.
+/// Users sampled per displacement (see [`UserTable::displace_one`]).
+const DISPLACE_SAMPLE: usize = 256;
+
 const SEGMENTS: usize = 32;
 
 /// Shards of each segment's `DashMap`; a power of two above 1.
@@ -375,6 +378,46 @@ impl<E: Default + Send + Sync + 'static> UserTable<E> {
         self.len.fetch_sub(1, Ordering::Relaxed);
         self.departed_requests
             .fetch_add(entry.windows.requests_total(), Ordering::Relaxed);
+    }
+
+    /// Makes room for a more valuable newcomer when the table is full of
+    /// active users: samples up to [`DISPLACE_SAMPLE`] users of one segment
+    /// and removes the least recently seen one that `displaceable` accepts
+    /// (the proxy accepts unauthenticated users only, so a flood of made-up
+    /// identities cannot lock out paying ones). Returns whether a user was
+    /// removed; the caller then retries [`Self::get_or_insert`].
+    ///
+    /// Approximate LRU by sampling, as caches commonly do: the victim is the
+    /// oldest of the sample, not of the table. A displaced user that comes
+    /// back starts from empty windows and a fresh entry.
+    pub fn displace_one(&self, displaceable: impl Fn(&UserEntry<E>) -> bool) -> bool {
+        // Sample across segments from the cursor on; the scan holds one
+        // shard read lock at a time and removal re-checks under the write lock.
+        let mut budget = DISPLACE_SAMPLE;
+        let mut victim: Option<(usize, u64, Option<u64>)> = None;
+        for _ in 0..SEGMENTS {
+            if budget == 0 {
+                break;
+            }
+            let index = self.evict_cursor.fetch_add(1, Ordering::Relaxed) % SEGMENTS;
+            for entry in self.segments[index].iter().take(budget) {
+                budget -= 1;
+                let seen = entry.windows.last_seen_ms();
+                let older = victim.is_none_or(|(_, _, best)| seen.unwrap_or(0) < best.unwrap_or(0));
+                if older && displaceable(entry.value()) {
+                    victim = Some((index, *entry.key(), seen));
+                }
+            }
+        }
+        let Some((index, key, seen)) = victim else {
+            return false;
+        };
+        // Only if it was not seen again since the sample.
+        let removed = self.segments[index].remove_if(&key, |_, e| e.windows.last_seen_ms() == seen);
+        removed.is_some_and(|(_, entry)| {
+            self.departed(&entry);
+            true
+        })
     }
 
     /// Removes every user idle for longer than `idle_timeout_ms` at

@@ -7,15 +7,24 @@
 //! [`UserWindows::record_arrival`], [`UserWindows::smoothed_rps`] and
 //! [`UserWindows::record_response`]; none of them locks or allocates.
 //!
+//! Three small atomic records ride along for the models that need a user's
+//! history beyond the window: the latest arrival and cohort
+//! ([`LastAction`], for the next-action model), decayed hours and route
+//! habits ([`ActivitySignature`], for cohorts), and reactions to slow
+//! responses ([`LatencySignals`], for latency sensitivity).
+//!
 //! Memory with the default shape (1 s x 60 buckets): 480 bytes of request
-//! buckets, 240 bytes of activity buckets and 128 bytes inline, 848 in all;
+//! buckets, 240 bytes of activity buckets and 168 bytes inline, 888 in all;
 //! [`UserShape::bytes_per_user`] gives the figure for any shape.
 
 use std::mem::size_of;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::activity::{ActivityCounters, ActivityTotals};
+use crate::cohort::ActivitySignature;
 use crate::multi_window::MultiWindow;
+use crate::next_action::{LastAction, Transition};
+use crate::sensitivity::LatencySignals;
 use crate::session::Sessions;
 use crate::snapshot::{per_sec, ratio, UserSnapshot};
 use crate::window::{Window, WindowError, WindowShape};
@@ -116,6 +125,9 @@ pub struct UserWindows {
     smoothed: AtomicU64,
     session_gap_ms: u64,
     decay_per_bucket: f64,
+    last_action: LastAction,
+    signature: ActivitySignature,
+    latency: LatencySignals,
 }
 
 impl UserWindows {
@@ -129,6 +141,9 @@ impl UserWindows {
             smoothed: AtomicU64::new(0),
             session_gap_ms: shape.session_gap_ms,
             decay_per_bucket: shape.decay_per_bucket,
+            last_action: LastAction::default(),
+            signature: ActivitySignature::default(),
+            latency: LatencySignals::default(),
         }
     }
 
@@ -136,23 +151,34 @@ impl UserWindows {
     /// larger values count as class 7) carrying `bytes_in` request bytes.
     ///
     /// Counted whether or not the request is later admitted: this is demand.
-    pub fn record_arrival(&self, now_ms: u64, route_class: u8, bytes_in: u64) {
+    /// Returns the transition from the user's previous arrival, for
+    /// [`NextActionModel::observe`](crate::NextActionModel::observe).
+    pub fn record_arrival(&self, now_ms: u64, route_class: u8, bytes_in: u64) -> Transition {
         self.mark_arrival(now_ms);
         self.requests.add(now_ms, 1);
         // Relaxed: a statistic, read without ordering against anything.
         self.requests_total.fetch_add(1, Ordering::Relaxed);
         self.activity
             .record(now_ms, |c| c.add_arrival(route_class, bytes_in));
+        let transition = self.last_action.record(now_ms, route_class);
+        let previous_ms = transition.from.map(|f| f.at_ms);
+        self.signature
+            .record_arrival(now_ms, route_class, previous_ms);
+        transition
     }
 
     /// Records a response at `now_ms` with `status` (0 when none was sent;
     /// 500 and above count as errors, 400 to 499 separately), `bytes_out`
     /// response bytes and `latency_us` from arrival to the end of the
-    /// response. Also counts as activity, without starting a session.
+    /// response. Also counts as activity, without starting a session. The
+    /// size of a 2xx response also feeds the long-run byte average.
     pub fn record_response(&self, now_ms: u64, status: u16, bytes_out: u64, latency_us: u64) {
         self.sessions.note(now_ms, self.session_gap_ms, false);
         self.activity
             .record(now_ms, |c| c.add_response(status, bytes_out, latency_us));
+        if (200..300).contains(&status) {
+            self.signature.record_response_bytes(bytes_out);
+        }
     }
 
     /// Notes an arrival at `now_ms` for sessions and idleness without
@@ -243,6 +269,21 @@ impl UserWindows {
     /// Session bookkeeping.
     pub fn sessions(&self) -> &Sessions {
         &self.sessions
+    }
+
+    /// The latest arrival and the user's cohort.
+    pub fn last_action(&self) -> &LastAction {
+        &self.last_action
+    }
+
+    /// Decayed hours, route and byte habits.
+    pub fn signature(&self) -> &ActivitySignature {
+        &self.signature
+    }
+
+    /// Reactions to slow responses; the proxy feeds it from its hooks.
+    pub fn latency(&self) -> &LatencySignals {
+        &self.latency
     }
 
     /// The activity window's buckets ending at `now_ms`, summed.

@@ -56,7 +56,7 @@ impl AdminApp {
                     self.shared.metrics.render(),
                 )
             }
-            ("GET", "/healthz") => {
+            ("GET" | "HEAD", "/healthz") => {
                 let healthy = self
                     .shared
                     .upstreams

@@ -16,6 +16,9 @@ pub const RATELIMIT: &str = "ratelimit";
 /// Seconds until a refused request may be retried.
 pub const RETRY_AFTER: &str = "retry-after";
 
+/// The client address chain, to the upstream.
+pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
+
 /// Prefix of every header Headroom owns; clients may not send any of them.
 const OWN_PREFIX: &[u8] = b"x-headroom-";
 
@@ -58,6 +61,29 @@ pub fn request_headers_to_drop(headers: &HeaderMap) -> Vec<HeaderName> {
         }
     }
     drop
+}
+
+/// The `X-Forwarded-For` value to send upstream: the existing chain plus
+/// `peer` when the peer is a trusted proxy, else `peer` alone (a client's own
+/// claim is dropped, so the app never mistakes it for ours).
+pub fn forwarded_for(headers: &HeaderMap, peer: std::net::IpAddr, trusted: bool) -> HeaderValue {
+    let existing: Vec<&str> = if trusted {
+        headers
+            .get_all(X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut chain = existing.join(", ");
+    if !chain.is_empty() {
+        chain.push_str(", ");
+    }
+    chain.push_str(&peer.to_string());
+    HeaderValue::from_str(&chain).unwrap_or_else(|_| {
+        HeaderValue::from_str(&peer.to_string()).expect("an IP address is a valid header value")
+    })
 }
 
 /// A header value for a whole number.
@@ -114,6 +140,16 @@ mod tests {
     fn user_id_is_fixed_width_hex() {
         assert_eq!(user_id(0xab), "00000000000000ab");
         assert_eq!(user_id(u64::MAX), "ffffffffffffffff");
+    }
+
+    #[test]
+    fn forwarded_for_extends_trusted_chains_and_replaces_untrusted_claims() {
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("198.51.100.7"));
+        let peer: std::net::IpAddr = "10.0.0.1".parse().expect("ip");
+        assert_eq!(forwarded_for(&h, peer, true), "198.51.100.7, 10.0.0.1");
+        assert_eq!(forwarded_for(&h, peer, false), "10.0.0.1");
+        assert_eq!(forwarded_for(&HeaderMap::new(), peer, true), "10.0.0.1");
     }
 
     #[test]

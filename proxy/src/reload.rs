@@ -7,8 +7,10 @@
 //! rename it. A file that fails to load or compile is reported with its
 //! `FILE:LINE:COLUMN` lines, counted in
 //! `headroom_config_reloads_total{result="error"}`, and never replaces the
-//! policy in force. Listeners, threads and upstreams are read once at start;
-//! changing them needs a restart.
+//! policy in force. Listeners, threads, upstreams, health checks, timeouts,
+//! profiler sizing and admission limits are read once at start: a reload that
+//! changes them logs a warning naming each key, and they need a restart.
+//! Tiers, rules, routes, identity and per-tier queue settings reload live.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::PathBuf;
@@ -16,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use headroom_config::Config;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
@@ -31,6 +34,8 @@ pub struct Reloader {
     path: PathBuf,
     shared: Arc<Shared>,
     secret: IdentitySecret,
+    /// The settings read only at start, to warn when a reload changes them.
+    startup: RestartOnly,
     /// Fingerprint of the content the policy in force was loaded from,
     /// taken at construction so a change made before the task first runs
     /// is still seen.
@@ -40,12 +45,18 @@ pub struct Reloader {
 impl Reloader {
     /// A reloader of `path` into `shared`, keeping the process's identity
     /// secret when the file sets none.
-    pub fn new(path: PathBuf, shared: Arc<Shared>, secret: IdentitySecret) -> Self {
+    pub fn new(
+        path: PathBuf,
+        shared: Arc<Shared>,
+        secret: IdentitySecret,
+        started: &Config,
+    ) -> Self {
         let loaded = std::fs::read(&path).ok().map(|bytes| fingerprint(&bytes));
         Self {
             path,
             shared,
             secret,
+            startup: RestartOnly::of(started),
             loaded,
         }
     }
@@ -64,6 +75,9 @@ impl Reloader {
         let result = headroom_config::load_file(&self.path)
             .map_err(|e| e.to_string())
             .and_then(|config| {
+                for key in self.startup.changed(&config) {
+                    tracing::warn!(key, "setting changed in the file needs a restart to apply");
+                }
                 compile_runtime(&config, &self.path, &self.shared.metrics, &self.secret)
                     .map_err(|e| e.to_string())
             });
@@ -85,6 +99,43 @@ impl Reloader {
                 false
             }
         }
+    }
+}
+
+/// The settings applied only at start-up.
+struct RestartOnly {
+    config: Config,
+}
+
+impl RestartOnly {
+    fn of(config: &Config) -> Self {
+        Self {
+            config: config.clone(),
+        }
+    }
+
+    /// The restart-only keys whose value in `new` differs from the start.
+    fn changed(&self, new: &Config) -> Vec<&'static str> {
+        let old = &self.config;
+        let checks = [
+            ("listen", old.listen != new.listen),
+            ("admin", old.admin != new.admin),
+            ("threads", old.threads != new.threads),
+            ("grace_period", old.grace_period != new.grace_period),
+            ("upstreams", old.upstreams != new.upstreams),
+            ("health_check", old.health_check != new.health_check),
+            (
+                "upstream_timeouts",
+                old.upstream_timeouts != new.upstream_timeouts,
+            ),
+            ("profiler", old.profiler != new.profiler),
+            ("admission", old.admission != new.admission),
+        ];
+        checks
+            .iter()
+            .filter(|(_, changed)| *changed)
+            .map(|(key, _)| *key)
+            .collect()
     }
 }
 

@@ -51,6 +51,10 @@ pub enum RunError {
     /// Neither the file nor the command line names an upstream.
     #[error("no upstreams: set `upstreams` in the config or pass --upstream ADDR")]
     NoUpstreams,
+    /// The listeners clash with each other or with an upstream, or an
+    /// address cannot be bound.
+    #[error("{0}")]
+    Address(String),
     /// pingora refused to build the server.
     #[error("server setup failed: {0}")]
     Server(String),
@@ -58,12 +62,27 @@ pub enum RunError {
 
 /// Loads `path`, applies `overrides` and serves until SIGTERM/SIGINT.
 pub fn run(path: &Path, overrides: &Overrides) -> Result<(), RunError> {
+    ignore_early_hangup();
     let config = headroom_config::load_file(path).map_err(|e| RunError::Config(e.to_string()))?;
     let (server, addrs) = build_server(path.to_path_buf(), config, overrides)?;
     tracing::info!(proxy = %addrs.0, admin = %addrs.1, "headroom listening");
     server.run(RunArgs::default());
     tracing::info!("headroom stopped");
     Ok(())
+}
+
+/// Installs a SIGHUP handler at once: until the reloader starts, a SIGHUP
+/// would otherwise take the default action and end the process. The handler
+/// stays installed process-wide; the reloader listens on it later.
+fn ignore_early_hangup() {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    let _ = rt
+        .block_on(async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) });
 }
 
 /// Builds the server and returns it with the proxy and admin addresses.
@@ -86,6 +105,7 @@ pub fn build_server(
     if upstream_addrs.is_empty() {
         return Err(RunError::NoUpstreams);
     }
+    check_addresses(listen, admin, &upstream_addrs)?;
 
     // pingora's defaults are one thread and a five-minute shutdown: set both.
     let conf = ServerConf {
@@ -137,7 +157,10 @@ pub fn build_server(
     proxy.add_tcp(&listen.to_string());
     let mut admin_service = Service::new("admin".to_owned(), AdminApp::new(Arc::clone(&shared)));
     admin_service.add_tcp(&admin.to_string());
-    let reloader = background_service("reloader", Reloader::new(path, Arc::clone(&shared), secret));
+    let reloader = background_service(
+        "reloader",
+        Reloader::new(path, Arc::clone(&shared), secret, &config),
+    );
     let sweeper = background_service("sweeper", Sweeper::new(Arc::clone(&shared)));
 
     server.add_service(proxy);
@@ -146,6 +169,31 @@ pub fn build_server(
     server.add_service(reloader);
     server.add_service(sweeper);
     Ok((server, (listen, admin)))
+}
+
+/// Checks what the file's validation checks, again after the command-line
+/// overrides, and that both listeners can be bound now (pingora would retry
+/// and then panic on an address in use).
+fn check_addresses(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    upstreams: &[(SocketAddr, usize)],
+) -> Result<(), RunError> {
+    if listen == admin {
+        return Err(RunError::Address(format!(
+            "proxy and admin listeners are both {listen}"
+        )));
+    }
+    if let Some((addr, _)) = upstreams.iter().find(|(a, _)| *a == listen || *a == admin) {
+        return Err(RunError::Address(format!(
+            "upstream {addr} is one of Headroom's own listeners"
+        )));
+    }
+    for addr in [listen, admin] {
+        std::net::TcpListener::bind(addr)
+            .map_err(|e| RunError::Address(format!("cannot listen on {addr}: {e}")))?;
+    }
+    Ok(())
 }
 
 fn load_balancer(

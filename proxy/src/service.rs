@@ -14,6 +14,7 @@
 //! `Arc` of the user's entry, and does atomic adds; it formats only the few
 //! numeric header values.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,6 +31,10 @@ use crate::admission::Permit;
 use crate::headers;
 use crate::metrics::Outcome;
 use crate::state::{Runtime, Shared, UserState};
+
+/// Largest request body size recorded from `Content-Length` (1 TiB): a
+/// client's absurd value must not overflow the user's byte counters.
+const MAX_RECORDED_BODY: u64 = 1 << 40;
 
 /// Per-request state carried between the phases.
 pub struct RequestCtx {
@@ -53,6 +58,8 @@ pub struct RequestCtx {
     admitted_at: Option<Instant>,
     /// The request's route class.
     route: u8,
+    /// The TCP peer's address.
+    peer: Option<IpAddr>,
 }
 
 /// The pingora proxy application.
@@ -102,6 +109,7 @@ impl ProxyHttp for HeadroomProxy {
             permit: None,
             admitted_at: None,
             route: 0,
+            peer: None,
         }
     }
 
@@ -112,6 +120,7 @@ impl ProxyHttp for HeadroomProxy {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
+        ctx.peer = peer;
         let req = session.req_header();
 
         // Identify; a bad credential ends the request here.
@@ -151,11 +160,12 @@ impl ProxyHttp for HeadroomProxy {
             .headers
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-            .unwrap_or(0);
+            .unwrap_or(0)
+            .min(MAX_RECORDED_BODY);
 
         // Record the arrival: demand counts whether or not it is admitted.
         let now_ms = self.shared.clock.now_ms();
-        let user = self.shared.user(identity.key, now_ms);
+        let user = self.shared.user(identity.key, now_ms, identity.verified);
         user.windows.record_arrival(now_ms, route.id, bytes_in);
         ctx.user_key = identity.key;
         ctx.route = route.id;
@@ -247,6 +257,17 @@ impl ProxyHttp for HeadroomProxy {
             upstream_request.remove_header(&name);
         }
         upstream_request.insert_header(headers::USER, headers::user_id(ctx.user_key))?;
+
+        // Tell the app who connected: extend a trusted proxy's chain, replace
+        // anything an untrusted client wrote.
+        if let (Some(peer), Some(rt)) = (ctx.peer, &ctx.runtime) {
+            let chain = headers::forwarded_for(
+                &upstream_request.headers,
+                peer,
+                rt.identity.client_ip.is_trusted(peer),
+            );
+            upstream_request.insert_header(headers::X_FORWARDED_FOR, chain)?;
+        }
         if let (Some(rt), Some(tier)) = (&ctx.runtime, ctx.tier) {
             upstream_request.insert_header(headers::TIER, rt.tier(tier).name_header.clone())?;
         }

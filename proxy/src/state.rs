@@ -2,6 +2,7 @@
 //! config file, and the long-lived parts a reload keeps (user table, metrics,
 //! upstream set).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +23,9 @@ pub struct UserState {
     /// The user's rate-limit state. It is independent of the tier and of the
     /// policy generation, so neither a tier change nor a reload refills it.
     pub bucket: UserBucket,
+    /// Set once the user presented a verified credential; protects the entry
+    /// from displacement by unverified newcomers when the table is full.
+    pub verified: AtomicBool,
 }
 
 /// Header values and metric handles of one tier, prepared at compile time so
@@ -137,11 +141,31 @@ pub struct Shared {
 
 impl Shared {
     /// The user's entry, or the shared overflow entry when the table is full
-    /// of active users (counted in `headroom_untracked_requests_total`).
-    pub fn user(&self, key: u64, now_ms: u64) -> Arc<UserEntry<UserState>> {
-        match self.users.get_or_insert(key, now_ms) {
-            Ok(entry) => entry,
-            Err(_) => {
+    /// of active users (counted in `headroom_untracked_requests_total`). A
+    /// verified newcomer displaces the least recently seen unverified user
+    /// rather than overflow, so made-up identities cannot lock paying users
+    /// out.
+    pub fn user(&self, key: u64, now_ms: u64, verified: bool) -> Arc<UserEntry<UserState>> {
+        let entry = match self.users.get_or_insert(key, now_ms) {
+            Ok(entry) => Some(entry),
+            Err(_) if verified => {
+                let unverified =
+                    |e: &UserEntry<UserState>| !e.extra.verified.load(Ordering::Relaxed);
+                self.users
+                    .displace_one(unverified)
+                    .then(|| self.users.get_or_insert(key, now_ms).ok())
+                    .flatten()
+            }
+            Err(_) => None,
+        };
+        match entry {
+            Some(entry) => {
+                if verified && !entry.extra.verified.load(Ordering::Relaxed) {
+                    entry.extra.verified.store(true, Ordering::Relaxed);
+                }
+                entry
+            }
+            None => {
                 self.metrics.untracked_requests.inc();
                 Arc::clone(&self.overflow)
             }

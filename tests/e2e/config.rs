@@ -78,3 +78,45 @@ fn shipped_configs_are_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn listener_address_in_use_fails_fast_with_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let dir = TempDir::new();
+    let path = dir.path().join("ok.yaml");
+    let yaml = "tiers:\n  - { name: standard, requests_per_second: 5, burst: 5 }\ndefault_tier: standard\n";
+    std::fs::write(&path, yaml).expect("write");
+    let started = std::time::Instant::now();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_headroom"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .args(["--listen", &addr, "--upstream", "127.0.0.1:9"])
+        .output()
+        .expect("run");
+
+    assert_eq!(out.status.code(), Some(1));
+    assert!(started.elapsed().as_secs() < 10);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&addr), "{stderr}");
+}
+
+#[test]
+fn command_line_listeners_may_not_clash() {
+    let dir = TempDir::new();
+    let path = dir.path().join("ok.yaml");
+    let yaml = "tiers:\n  - { name: standard, requests_per_second: 5, burst: 5 }\ndefault_tier: standard\n";
+    std::fs::write(&path, yaml).expect("write");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_headroom"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .args(["--listen", "127.0.0.1:18555", "--admin", "127.0.0.1:18555"])
+        .args(["--upstream", "127.0.0.1:9"])
+        .output()
+        .expect("run");
+
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("both 127.0.0.1:18555"));
+}

@@ -152,3 +152,43 @@ fn forwarding_header_from_trusted_peer_names_the_client() {
         "only the nearest untrusted hop counts"
     );
 }
+
+#[test]
+fn verified_user_displaces_unverified_ones_from_a_full_table() {
+    let backend = EchoBackend::start();
+    let yaml = config("[\"127.0.0.0/8\"]").replace(
+        "tiers:",
+        "profiler: { max_users: 3, idle_timeout: 10m }\ntiers:",
+    );
+    let proxy = Proxy::start(&yaml, backend.addr);
+    for i in 1..=5 {
+        let ip = format!("198.18.0.{i}");
+        assert_eq!(
+            get(proxy.listen, "/", &[("x-forwarded-for", &ip)]).status,
+            200
+        );
+    }
+    let untracked = proxy
+        .metric("headroom_untracked_requests_total")
+        .expect("counter");
+    assert_eq!(untracked, 2.0, "two IP users found the table full");
+
+    let gold = get(proxy.listen, "/", &[("x-api-key", "k-gold")]);
+
+    assert_eq!(gold.status, 200);
+    assert_eq!(proxy.metric("headroom_untracked_requests_total"), Some(2.0));
+    assert_eq!(proxy.metric("headroom_tracked_users"), Some(3.0));
+}
+
+#[test]
+fn app_sees_the_real_peer_not_a_forged_forwarding_header() {
+    let backend = EchoBackend::start();
+    let proxy = Proxy::start(&config("[]"), backend.addr);
+
+    let resp = get(proxy.listen, "/", &[("x-forwarded-for", "6.6.6.6")]);
+
+    assert_eq!(
+        resp.echoed().get("x-forwarded-for").map(String::as_str),
+        Some("127.0.0.1")
+    );
+}

@@ -294,3 +294,39 @@ fn concurrent_inserts_of_one_new_key_share_one_entry() {
         .all(|pair| Arc::ptr_eq(&pair[0], &pair[1])));
     assert_eq!(t.len(), 1);
 }
+
+#[test]
+fn displacement_removes_the_least_recently_seen_displaceable_user() {
+    let t = table(3);
+    // User 0 is protected (extra = 1); 1 and 2 are displaceable, 1 older.
+    t.get_or_insert(key(0), 1_000)
+        .unwrap()
+        .extra
+        .store(1, Ordering::Relaxed);
+    t.get_or_insert(key(1), 1_100).unwrap();
+    t.get_or_insert(key(2), 1_200).unwrap();
+    assert!(t.get_or_insert(key(9), 1_300).is_err());
+
+    let protected = |e: &UserEntry<AtomicU64>| e.extra.load(Ordering::Relaxed) == 0;
+    assert!(t.displace_one(protected));
+
+    assert!(t.get(key(1)).is_none(), "the oldest displaceable user went");
+    assert!(t.get(key(0)).is_some() && t.get(key(2)).is_some());
+    assert!(
+        t.get_or_insert(key(9), 1_400).is_ok(),
+        "the newcomer got its place"
+    );
+}
+
+#[test]
+fn displacement_finds_nothing_when_everyone_is_protected() {
+    let t = table(2);
+    for i in 0..2 {
+        t.get_or_insert(key(i), 1_000)
+            .unwrap()
+            .extra
+            .store(1, Ordering::Relaxed);
+    }
+    assert!(!t.displace_one(|e| e.extra.load(Ordering::Relaxed) == 0));
+    assert_eq!(t.len(), 2);
+}

@@ -150,8 +150,9 @@ impl JwtVerifier {
         let candidates = self.keys.iter().filter(|(k, _)| {
             k.algorithm == header.alg
                 && match (&header.kid, &k.kid) {
-                    (Some(want), Some(have)) => want == have,
-                    _ => true,
+                    // A key with an id only verifies tokens naming it.
+                    (want, Some(have)) => want.as_deref() == Some(have.as_str()),
+                    (_, None) => true,
                 }
         });
 

@@ -90,6 +90,10 @@ pub struct Identity {
     pub role: Option<Arc<str>>,
     /// The client address after trusted-proxy handling.
     pub client_ip: Option<IpAddr>,
+    /// Whether a credential was verified (a key from the key table, a
+    /// signed token): such users are never displaced from a full user table
+    /// by unverified ones.
+    pub verified: bool,
 }
 
 /// Why a request was refused before it had an identity. Rendered as 401.
@@ -205,6 +209,7 @@ impl IdentityResolver {
             plan: None,
             role: None,
             client_ip,
+            verified: false,
         };
         match source {
             Source::ApiKey {
@@ -223,6 +228,7 @@ impl IdentityResolver {
                     let mut id = plain(IdentitySource::ApiKey, entry.user.as_bytes());
                     id.plan.clone_from(&entry.plan);
                     id.role.clone_from(&entry.role);
+                    id.verified = true;
                     return Ok(Some(id));
                 }
                 if *unknown_as_id && !key.is_empty() {
@@ -243,6 +249,7 @@ impl IdentityResolver {
                         let mut id = plain(IdentitySource::Jwt, claims.user.as_bytes());
                         id.plan = claims.plan.map(Arc::from);
                         id.role = claims.role.map(Arc::from);
+                        id.verified = true;
                         Ok(Some(id))
                     }
                     Err(e) if *reject_invalid => Err(e.into()),
@@ -273,6 +280,7 @@ impl IdentityResolver {
             plan: None,
             role: None,
             client_ip,
+            verified: false,
         })
     }
 }
