@@ -76,7 +76,7 @@ fn default_config_has_the_documented_listeners_tiers_and_sources() {
     assert_eq!(names, ["premium", "standard", "free"]);
     assert_eq!(config.default_tier, "standard");
     assert!(
-        matches!(config.identity.sources[0], IdentitySource::ApiKey(ref k) if k.unknown_keys == UnknownKeys::AsId)
+        matches!(config.identity.sources[0], IdentitySource::ApiKey(ref k) if k.unknown_keys == UnknownKeys::Reject)
     );
     assert!(matches!(
         config.identity.sources[1],

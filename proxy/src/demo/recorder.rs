@@ -367,10 +367,7 @@ mod tests {
         );
         assert_eq!((premium.errors, premium.app_rejected), (1, 1));
         // The app's own 503 (7 ms) is not a latency sample: only the 5 ms OK is.
-        assert!(
-            premium.p50_ms >= 4.9 && premium.p99_ms < 5.1,
-            "{premium:?}"
-        );
+        assert!(premium.p50_ms >= 4.9 && premium.p99_ms < 5.1, "{premium:?}");
         let none = &report.tiers["none"];
         assert_eq!(
             (none.requests, none.admitted, none.shed, none.errors),
