@@ -39,7 +39,7 @@ pub use identity::{
     UnknownKeys,
 };
 pub use schema::{
-    Admission, Condition, Config, Device, HealthCheck, ProfilerConfig, Route, RouteKind,
+    Admission, BandwidthWhen, Condition, Config, Device, HealthCheck, ProfilerConfig, Route, RouteKind,
     RouteMatch, Rule, SourceKind, Tier, Upstream, UpstreamTimeouts,
 };
 

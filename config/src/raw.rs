@@ -330,6 +330,13 @@ pub(crate) struct RawTier {
     /// Guaranteed share of admissions while waiting, number in [0, 1). Default 0.
     #[serde(default)]
     pub min_share: Field<Scalar>,
+    /// Pace each response body to at most this many bytes per second,
+    /// integer >= 1024. Default none (unpaced).
+    #[serde(default)]
+    pub bandwidth_bytes_per_second: Field<Scalar>,
+    /// `always` or `when_saturated`. Default `when_saturated`.
+    #[serde(default)]
+    pub bandwidth_when: Field<String>,
 }
 
 /// `admission`.

@@ -264,6 +264,29 @@ pub struct Tier {
     /// [0, 1), whatever the weights; protects a low tier from starving.
     /// Default 0 (weight only).
     pub min_share: f64,
+    /// Response bodies of this tier are paced to at most this many bytes per
+    /// second each (per response, not per user). Default none.
+    pub bandwidth_bytes_per_second: Option<u64>,
+    /// When the pacing applies. Default only while the backend is saturated.
+    pub bandwidth_when: BandwidthWhen,
+}
+
+/// When a tier's bandwidth limit applies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BandwidthWhen {
+    /// To every response of the tier.
+    Always,
+    /// Only to responses admitted while the admission queue is in use.
+    #[default]
+    WhenSaturated,
+}
+
+impl BandwidthWhen {
+    /// Every variant with its config spelling.
+    pub const ALL: [(&'static str, BandwidthWhen); 2] = [
+        ("always", BandwidthWhen::Always),
+        ("when_saturated", BandwidthWhen::WhenSaturated),
+    ];
 }
 
 /// Admission control: a concurrency limit on upstream requests, and a

@@ -420,3 +420,30 @@ fn admission_and_queue_defaults_apply() {
     assert_eq!(config.tiers[0].max_queue_time, Duration::from_secs(1));
     assert_eq!(config.tiers[0].min_share, 0.0);
 }
+
+#[test]
+fn tier_bandwidth_is_checked_and_defaults_to_when_saturated() {
+    let paced = BASE.replace(
+        "burst: 10\ndefault",
+        "burst: 10\n    bandwidth_bytes_per_second: 65536\ndefault",
+    );
+    let config = load(&paced).expect("valid");
+    assert_eq!(config.tiers[1].bandwidth_bytes_per_second, Some(65536));
+    assert_eq!(config.tiers[1].bandwidth_when, BandwidthWhen::WhenSaturated);
+
+    let too_slow = BASE.replace(
+        "burst: 10\ndefault",
+        "burst: 10\n    bandwidth_bytes_per_second: 10\n    bandwidth_when: sometimes\ndefault",
+    );
+    let lines = error_lines(&too_slow);
+    assert!(
+        lines.iter().any(|l| l.starts_with("x.yaml:8:33:")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("x.yaml:9:21:") && l.contains("sometimes")),
+        "{lines:?}"
+    );
+}

@@ -118,6 +118,14 @@ impl AdmissionGate {
         self.in_flight.load(Ordering::SeqCst)
     }
 
+    /// Whether the backend is saturated now: requests are waiting, or every
+    /// slot is taken.
+    pub fn is_saturated(&self) -> bool {
+        self.enabled
+            && (self.waiting.load(Ordering::Relaxed) > 0
+                || self.in_flight.load(Ordering::Relaxed) >= self.limit.current())
+    }
+
     /// Requests waiting per tier (index order of the policy).
     pub fn queue_depths(&self) -> Vec<usize> {
         let q = self.lock();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use headroom_config::{
-    AnonymousMode as CfgAnonymous, Config, ForwardedHeader as CfgForwarded,
+    AnonymousMode as CfgAnonymous, BandwidthWhen, Config, ForwardedHeader as CfgForwarded,
     IdentitySource as CfgSource, JwtAlgorithm, JwtKeyMaterial, OnInvalid, UnknownKeys,
 };
 use headroom_policies::admission::TierShare;
@@ -22,7 +22,7 @@ use crate::identity::{
     JwtVerifier, KeyEntry, Pseudonymizer, Source,
 };
 use crate::metrics::Metrics;
-use crate::state::Runtime;
+use crate::state::{Pacing, Runtime};
 
 /// Why a validated config still could not be compiled (a PEM that does not
 /// parse as a key, a header name with bad characters).
@@ -87,7 +87,24 @@ pub fn compile_runtime(
         message,
     })?;
     let tier_queues = tier_queues(config, &policy);
-    Ok(Runtime::new(policy, identity, tier_queues, metrics))
+    let pacing = pacing(config, &policy);
+    Ok(Runtime::new(policy, identity, tier_queues, pacing, metrics))
+}
+
+/// Body pacing for each of `policy`'s tiers, in `TierId` order.
+fn pacing(config: &Config, policy: &Policy) -> Vec<Option<Pacing>> {
+    policy
+        .tiers()
+        .iter()
+        .map(|tier| {
+            let written = config.tiers.iter().find(|t| t.name == tier.name())?;
+            let bytes_per_second = written.bandwidth_bytes_per_second?;
+            Some(Pacing {
+                bytes_per_second: bytes_per_second as f64,
+                always: written.bandwidth_when == BandwidthWhen::Always,
+            })
+        })
+        .collect()
 }
 
 /// Queue settings for each of `policy`'s tiers, in `TierId` order.

@@ -60,6 +60,11 @@ pub struct RequestCtx {
     route: u8,
     /// The TCP peer's address.
     peer: Option<IpAddr>,
+    /// Body pacing for this response, bytes per second, if its tier has one.
+    pace_bytes_per_second: Option<f64>,
+    /// Body bytes passed to the client so far, and when the first went.
+    paced_bytes: u64,
+    paced_since: Option<Instant>,
 }
 
 /// The pingora proxy application.
@@ -110,6 +115,9 @@ impl ProxyHttp for HeadroomProxy {
             admitted_at: None,
             route: 0,
             peer: None,
+            pace_bytes_per_second: None,
+            paced_bytes: 0,
+            paced_since: None,
         }
     }
 
@@ -209,6 +217,12 @@ impl ProxyHttp for HeadroomProxy {
                         rt.tier(tier).metrics.wait.observe(waited.as_secs_f64());
                     }
                 }
+                // Bulk tiers may be paced, always or while the backend is busy.
+                if let Some(pacing) = rt.pacing.get(tier.index()).copied().flatten() {
+                    if pacing.always || self.shared.admission.is_saturated() {
+                        ctx.pace_bytes_per_second = Some(pacing.bytes_per_second);
+                    }
+                }
                 ctx.permit = Some(permit);
                 ctx.admitted_at = Some(admitted_at);
                 ctx.outcome = Outcome::Admitted;
@@ -304,6 +318,25 @@ impl ProxyHttp for HeadroomProxy {
             )?;
         }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        // Pace: hold the next chunk until the bytes sent fit the tier's rate.
+        let Some(rate) = ctx.pace_bytes_per_second else {
+            return Ok(None);
+        };
+        let since = *ctx.paced_since.get_or_insert_with(Instant::now);
+        ctx.paced_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+        let due = std::time::Duration::from_secs_f64(ctx.paced_bytes as f64 / rate);
+        Ok(due
+            .checked_sub(since.elapsed())
+            .filter(|wait| wait.as_millis() >= 1))
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {

@@ -59,6 +59,17 @@ pub struct Runtime {
     pub no_tier_metrics: TierMetrics,
     /// Admission-queue settings per tier, in `TierId` order.
     pub tier_queues: Vec<TierQueue>,
+    /// Response-body pacing per tier, in `TierId` order.
+    pub pacing: Vec<Option<Pacing>>,
+}
+
+/// A tier's response-body pacing.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Pacing {
+    /// Most bytes per second per response body.
+    pub bytes_per_second: f64,
+    /// Pace always (true) or only while the admission queue is in use.
+    pub always: bool,
 }
 
 impl Runtime {
@@ -76,6 +87,7 @@ impl Runtime {
         policy: Policy,
         identity: IdentityResolver,
         tier_queues: Vec<TierQueue>,
+        pacing: Vec<Option<Pacing>>,
         metrics: &Metrics,
     ) -> Self {
         let tiers = policy
@@ -95,6 +107,7 @@ impl Runtime {
             tiers,
             no_tier_metrics: metrics.tier(NO_TIER),
             tier_queues,
+            pacing,
         }
     }
 }

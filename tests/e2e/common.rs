@@ -176,6 +176,21 @@ fn serve(stream: TcpStream, hits: &AtomicUsize) {
             return;
         }
         hits.fetch_add(1, Ordering::SeqCst);
+        // `/bytes/N` answers N bytes instead of the header echo.
+        if let Some(n) = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.strip_prefix("/bytes/"))
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {n}\r\n\r\n");
+            if writer.write_all(head.as_bytes()).is_err()
+                || writer.write_all(&vec![b'x'; n]).is_err()
+            {
+                return;
+            }
+            continue;
+        }
         let resp = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{}",
             body.len(),

@@ -10,7 +10,9 @@ use super::identity::Written;
 use super::server::http_path;
 use super::Ctx;
 use crate::raw::{Field, RawCondition, RawRoute, RawRule, RawTier, SpannedList};
-use crate::schema::{Condition, Device, Route, RouteKind, RouteMatch, Rule, SourceKind, Tier};
+use crate::schema::{
+    BandwidthWhen, Condition, Device, Route, RouteKind, RouteMatch, Rule, SourceKind, Tier,
+};
 
 /// Most route classes; the hot path keeps per-route state in fixed arrays.
 pub(crate) const MAX_ROUTES: usize = 8;
@@ -211,6 +213,10 @@ pub(super) fn tiers(ctx: &mut Ctx<'_>, list: &SpannedList<RawTier>, routes: &[Ro
     set
 }
 
+/// Slowest pacing accepted, bytes per second: below 1 KiB/s responses would
+/// take longer than any client waits.
+const MIN_BANDWIDTH: u64 = 1024;
+
 /// How long a tier's requests may wait for admission unless configured.
 const DEFAULT_MAX_QUEUE_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -269,6 +275,21 @@ fn tier(
         None => 0.0,
     };
 
+    let bandwidth_bytes_per_second = raw.bandwidth_bytes_per_second.as_ref().and_then(|v| {
+        ctx.integer(
+            &format!("{key}.bandwidth_bytes_per_second"),
+            v,
+            MIN_BANDWIDTH,
+            u64::MAX,
+        )
+    });
+    let bandwidth_when = ctx.choice_or(
+        &format!("{key}.bandwidth_when"),
+        &raw.bandwidth_when,
+        &BandwidthWhen::ALL,
+        BandwidthWhen::default(),
+    );
+
     Some(Tier {
         name: name?,
         priority: u16::try_from(priority).unwrap_or(0),
@@ -277,6 +298,8 @@ fn tier(
         weight: u32::try_from(weight).unwrap_or(1),
         max_queue_time,
         min_share,
+        bandwidth_bytes_per_second,
+        bandwidth_when,
     })
 }
 
