@@ -18,12 +18,14 @@
 //! job; a file that fails [`load_file`] must never replace the one in force.
 //! `config/README.md` is the reference for every key.
 
+mod admin;
 mod duration;
 mod error;
 mod identity;
 mod parse;
 mod raw;
 mod schema;
+mod timestamp;
 mod validate;
 
 #[cfg(test)]
@@ -31,6 +33,10 @@ mod tests;
 
 use std::path::Path;
 
+pub use admin::{
+    AdminApi, DeclaredEvent, EventScope, MAX_DECLARED_EVENTS, MAX_EVENT_MULTIPLIER,
+    MAX_EVENT_NAME_BYTES, MIN_ADMIN_TOKEN_BYTES,
+};
 pub use duration::{Duration, DurationError, DURATION_FORMAT};
 pub use error::{ConfigError, ConfigErrors, Position};
 pub use identity::{
@@ -39,8 +45,11 @@ pub use identity::{
     UnknownKeys,
 };
 pub use schema::{
-    Admission, BandwidthWhen, Condition, Config, Device, HealthCheck, ProfilerConfig, Route, RouteKind,
-    RouteMatch, Rule, SourceKind, Tier, Upstream, UpstreamTimeouts,
+    Admission, BandwidthWhen, Condition, Config, Device, HealthCheck, ProfilerConfig, Route,
+    RouteKind, RouteMatch, Rule, SourceKind, Tier, Upstream, UpstreamTimeouts,
+};
+pub use timestamp::{
+    check_unix_ms, parse_timestamp_ms, TimestampError, MAX_EVENT_MS, MIN_EVENT_MS, TIMESTAMP_FORMAT,
 };
 
 /// Most route classes a config may declare.

@@ -68,6 +68,49 @@ pub(crate) struct RawConfig {
     /// Tier when no rule matches; required.
     #[serde(default)]
     pub default_tier: Field<String>,
+    /// Admin API access. Defaults per field.
+    #[serde(default)]
+    pub admin_api: Field<RawAdminApi>,
+    /// Declared demand events. Default none.
+    #[serde(default)]
+    pub events: SpannedList<RawEvent>,
+}
+
+/// `admin_api`.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdminApi {
+    /// Operator bearer token, >= 16 bytes, literal or `env:VAR`. Default
+    /// null (operator endpoints disabled).
+    #[serde(default)]
+    pub token: Field<String>,
+}
+
+/// One entry of `events`.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEvent {
+    /// Event name, 1 to 128 bytes; required.
+    #[serde(default)]
+    pub name: Field<String>,
+    /// Start, RFC 3339 or Unix ms; required.
+    #[serde(default)]
+    pub start: Field<Scalar>,
+    /// End, RFC 3339 or Unix ms, after `start`; required.
+    #[serde(default)]
+    pub end: Field<Scalar>,
+    /// `all`, `cohort` or `route`. Default `all`.
+    #[serde(default)]
+    pub scope: Field<String>,
+    /// Cohort id 0..=7; with `scope: cohort` only.
+    #[serde(default)]
+    pub cohort: Field<Scalar>,
+    /// Route name; with `scope: route` only.
+    #[serde(default)]
+    pub route: Field<String>,
+    /// Expected multiplier on demand, number in (0, 1000]. Default null (learned).
+    #[serde(default)]
+    pub multiplier: Field<Scalar>,
 }
 
 /// One entry of `upstreams`.
@@ -282,6 +325,9 @@ pub(crate) struct RawProfiler {
     /// Pause that ends a session, a duration > 0. Default `30m`.
     #[serde(default)]
     pub session_gap: Field<Scalar>,
+    /// Forecast tick (the forecast bucket), a duration >= 1s. Default `1m`.
+    #[serde(default)]
+    pub forecast_tick: Field<Scalar>,
 }
 
 /// One entry of `routes`.

@@ -11,6 +11,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::admin::{AdminApi, DeclaredEvent};
 use crate::identity::Identity;
 
 /// The whole validated configuration of one Headroom process.
@@ -47,6 +48,11 @@ pub struct Config {
     pub rules: Vec<Rule>,
     /// Tier for requests no rule matches; always the name of one of `tiers`.
     pub default_tier: String,
+    /// Who may use the admin API's operator endpoints.
+    pub admin_api: AdminApi,
+    /// Demand events declared in the file (campaigns, launches), in file
+    /// order; each route scope names one of `routes` (or `other`).
+    pub events: Vec<DeclaredEvent>,
 }
 
 impl Config {
@@ -158,6 +164,11 @@ pub struct ProfilerConfig {
     pub buckets: u32,
     /// A pause longer than this starts a new session. Greater than zero. Default 30 min.
     pub session_gap: Duration,
+    /// How often the forecaster runs, which is also the width of a forecast
+    /// bucket: the aggregate demand series counts requests per tick, and
+    /// horizons are 1, 5, 15 and 60 ticks. 1 s to 1 h. Default 1 min (the
+    /// bucket `headroom eval` scores by default).
+    pub forecast_tick: Duration,
 }
 
 impl ProfilerConfig {
@@ -176,6 +187,7 @@ impl Default for ProfilerConfig {
             bucket: Duration::from_secs(1),
             buckets: 60,
             session_gap: Duration::from_secs(1800),
+            forecast_tick: Duration::from_secs(60),
         }
     }
 }

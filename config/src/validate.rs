@@ -8,6 +8,7 @@
 //! The section checks live in `validate/`: `server` (listeners, upstreams,
 //! timeouts, profiler), `identity` with `jwt`, and `policy` (routes, tiers, rules).
 
+mod admin;
 mod admission;
 mod identity;
 mod jwt;
@@ -450,6 +451,8 @@ pub(crate) fn build(raw: &RawConfig, ctx: &mut Ctx<'_>) -> Config {
     let default_tier = policy::default_tier(ctx, &raw.default_tier, &tiers);
     let (identity, written) = identity::identity(ctx, raw.identity.as_ref(), &tiers, &default_tier);
     let rules = policy::rules(ctx, &raw.rules, &tiers, &written);
+    let admin_api = admin::admin_api(ctx, raw.admin_api.as_ref());
+    let events = admin::events(ctx, &raw.events, &routes);
 
     Config {
         listen: server.listen,
@@ -466,5 +469,7 @@ pub(crate) fn build(raw: &RawConfig, ctx: &mut Ctx<'_>) -> Config {
         tiers: tiers.valid,
         rules,
         default_tier,
+        admin_api,
+        events,
     }
 }

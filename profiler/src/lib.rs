@@ -51,6 +51,7 @@ pub mod activity;
 pub mod clock;
 pub mod cohort;
 pub mod events;
+pub mod forecast;
 pub mod multi_window;
 pub mod next_action;
 pub mod sensitivity;
@@ -70,6 +71,7 @@ pub use cohort::{
     UserAttributes, UserSample,
 };
 pub use events::{Event, EventBook, EventError, EventId, Scope};
+pub use forecast::{AccuracyTracker, DemandForecaster, Forecast, Forecaster, Seasonality};
 pub use multi_window::{BucketCounters, MultiWindow};
 pub use next_action::{
     ActionMark, NextActionConfig, NextActionModel, NextActionTable, ReplayConfig, Transition,

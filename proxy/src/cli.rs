@@ -1,4 +1,4 @@
-//! The command line: `run`, `check`, `demo` and `replay`.
+//! The command line: `run`, `check`, `demo`, `replay` and `eval`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -45,6 +45,8 @@ pub enum Command {
     Demo(crate::demo::DemoArgs),
     /// Replay a real access log as load against a running proxy.
     Replay(crate::demo::ReplayArgs),
+    /// Score the forecasters on a trace against naive and seasonal-naive baselines.
+    Eval(crate::eval::EvalArgs),
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -72,6 +74,7 @@ pub fn execute(cli: Cli) -> ExitCode {
         Command::Check { files } => check(&files),
         Command::Demo(args) => crate::demo::main(args),
         Command::Replay(args) => crate::demo::replay_main(args),
+        Command::Eval(args) => crate::eval::main(args),
     }
 }
 

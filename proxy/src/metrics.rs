@@ -49,11 +49,8 @@ impl Outcome {
     }
 }
 
-/// The horizon label of the scored rate forecast (the sweeper's tick).
-pub const FORECAST_HORIZON: &str = "10s";
-
 /// The `metric` label values of `headroom_forecast_error`.
-pub const FORECAST_METRICS: [&str; 3] = ["mae", "mase", "smape"];
+pub const FORECAST_METRICS: [&str; 5] = ["mae", "smape", "mase", "pinball_p90", "coverage_p90"];
 
 /// The tier label used for requests refused before a tier was known (a bad
 /// token, anonymous access refused).
@@ -220,12 +217,7 @@ impl Metrics {
         for result in ["ok", "error"] {
             reloads.with_label_values(&[result]);
         }
-        // Not yet scored reads NaN, the Prometheus convention for "unknown".
-        for metric in FORECAST_METRICS {
-            forecast_error
-                .with_label_values(&[FORECAST_HORIZON, metric])
-                .set(f64::NAN);
-        }
+
         let metrics = Self {
             registry,
             requests,

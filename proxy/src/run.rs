@@ -1,8 +1,9 @@
 //! `headroom run`: assemble the pingora server from a config file and serve.
 //!
 //! Services: the proxy listener, the admin listener, the upstream health
-//! checker, the config reloader and the profiler's sweeper. Each background
-//! task runs in its own tracing span.
+//! checker, the config reloader, the profiler's sweeper and the insights
+//! tick (cohorts, next action, events). Each background task runs in its
+//! own tracing span.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -24,6 +25,8 @@ use pingora::services::listening::Service;
 use crate::admin::AdminApp;
 use crate::admission::AdmissionGate;
 use crate::compile::{compile_runtime, IdentitySecret};
+use crate::forecaster::{Decisions, ForecasterService};
+use crate::insights::{InsightsHub, InsightsService};
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::service::HeadroomProxy;
@@ -129,6 +132,11 @@ pub fn build_server(
     let runtime = compile_runtime(&config, &path, &metrics, &secret)
         .map_err(|e| RunError::Config(e.to_string()))?;
     let tier_queues = runtime.tier_queues.clone();
+    let insights = InsightsHub::new(&config, &runtime.policy)
+        .map_err(|e| RunError::Config(format!("{}: {e}", path.display())))?;
+    let decisions = Arc::new(ArcSwap::from_pointee(Decisions::initial(
+        config.profiler.forecast_tick,
+    )));
     let users = UserTable::new(table_config(&config))
         .map_err(|e| RunError::Config(format!("profiler: {e}")))?;
     let shared = Arc::new(Shared {
@@ -138,6 +146,7 @@ pub fn build_server(
         metrics,
         clock: SystemClock,
         upstreams,
+        decisions: Arc::clone(&decisions),
         admission: Arc::new(AdmissionGate::new(
             &config.admission,
             tier_queues,
@@ -148,6 +157,7 @@ pub fn build_server(
             read_timeout: config.upstream_timeouts.read,
             idle_timeout: config.upstream_timeouts.idle,
         },
+        insights,
     });
 
     let mut proxy = pingora::proxy::http_proxy_service(
@@ -162,12 +172,23 @@ pub fn build_server(
         Reloader::new(path, Arc::clone(&shared), secret, &config),
     );
     let sweeper = background_service("sweeper", Sweeper::new(Arc::clone(&shared)));
+    let forecaster = background_service(
+        "forecaster",
+        ForecasterService::new(
+            Arc::clone(&shared),
+            decisions,
+            config.profiler.forecast_tick,
+        ),
+    );
+    let insights = background_service("insights", InsightsService::new(Arc::clone(&shared)));
 
     server.add_service(proxy);
     server.add_service(admin_service);
     server.add_service(health);
     server.add_service(reloader);
     server.add_service(sweeper);
+    server.add_service(forecaster);
+    server.add_service(insights);
     Ok((server, (listen, admin)))
 }
 

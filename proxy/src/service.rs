@@ -20,12 +20,14 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use headroom_policies::{classify_user_agent, Attributes, Device, SourceKind, TierId, Verdict};
+use headroom_policies::{
+    classify_user_agent, Attributes, Device, RouteKind, SourceKind, TierId, Verdict,
+};
 use headroom_profiler::{Clock, UserEntry};
 use http::HeaderValue;
 use pingora::http::ResponseHeader;
 use pingora::prelude::{HttpPeer, ProxyHttp, Session};
-use pingora::{Error, ErrorType, Result};
+use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::admission::Permit;
 use crate::headers;
@@ -58,6 +60,8 @@ pub struct RequestCtx {
     admitted_at: Option<Instant>,
     /// The request's route class.
     route: u8,
+    /// Whether the route is interactive or batch (latency sensitivity).
+    route_kind: RouteKind,
     /// The TCP peer's address.
     peer: Option<IpAddr>,
     /// Body pacing for this response, bytes per second, if its tier has one.
@@ -114,6 +118,7 @@ impl ProxyHttp for HeadroomProxy {
             permit: None,
             admitted_at: None,
             route: 0,
+            route_kind: RouteKind::Interactive,
             peer: None,
             pace_bytes_per_second: None,
             paced_bytes: 0,
@@ -174,15 +179,18 @@ impl ProxyHttp for HeadroomProxy {
         // Record the arrival: demand counts whether or not it is admitted.
         let now_ms = self.shared.clock.now_ms();
         let user = self.shared.user(identity.key, now_ms, identity.verified);
-        user.windows.record_arrival(now_ms, route.id, bytes_in);
+        let transition = user.windows.record_arrival(now_ms, route.id, bytes_in);
+        crate::insights::record_arrival(&self.shared, &user, &transition, route.id, &attrs);
         ctx.user_key = identity.key;
         ctx.route = route.id;
+        ctx.route_kind = route.kind;
         ctx.tier = Some(tier);
 
         // Rate limit: the bucket lives in the user's entry, so a tier change or
         // a reload keeps whatever the user has already spent.
         let cost = route.cost;
         let verdict = rt.policy.check(&user.extra.bucket, tier, cost);
+        user.extra.decision.record(tier, &verdict);
         ctx.user = Some(user);
         ctx.verdict = Some(verdict);
         if let Verdict::Limited {
@@ -306,10 +314,16 @@ impl ProxyHttp for HeadroomProxy {
                 .on_latency(ctx.route, admitted_at.elapsed());
         }
         resp.insert_header(headers::TIER, tier_rt.name_header.clone())?;
-        resp.insert_header(
-            headers::FORECAST_RPS,
-            headers::rate(user.windows.smoothed_rps(now_ms)),
-        )?;
+        // The forecast while it beats naive; the current smoothed rate otherwise.
+        let forecast = self
+            .shared
+            .decisions
+            .load()
+            .use_forecast
+            .then(|| user.extra.forecast.forecast_rps())
+            .flatten()
+            .unwrap_or_else(|| user.windows.smoothed_rps(now_ms));
+        resp.insert_header(headers::FORECAST_RPS, headers::rate(forecast))?;
         if let Some(verdict) = &ctx.verdict {
             resp.insert_header(headers::RATELIMIT_POLICY, tier_rt.policy_header.clone())?;
             resp.insert_header(
@@ -357,6 +371,20 @@ impl ProxyHttp for HeadroomProxy {
             let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
             user.windows
                 .record_response(now_ms, status, bytes_out, latency_us);
+            // A downstream error before any response header: the client hung up.
+            let disconnected =
+                status == 0 && e.is_some_and(|e| *e.esource() == ErrorSource::Downstream);
+            if ctx.admitted_at.is_some() {
+                crate::insights::record_response(
+                    &self.shared,
+                    user,
+                    now_ms,
+                    ctx.route,
+                    ctx.route_kind,
+                    latency_us,
+                    disconnected,
+                );
+            }
         }
 
         // Count the outcome under the tier (or "none" before a tier was known).

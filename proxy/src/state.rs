@@ -8,13 +8,16 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use headroom_policies::{Policy, Tier, TierId, UserBucket, Verdict};
+use headroom_profiler::forecast::user::UserForecastState;
 use headroom_profiler::{SystemClock, UserEntry, UserTable};
 use http::HeaderValue;
 use pingora::lb::{selection::RoundRobin, LoadBalancer};
 use pingora::prelude::HttpPeer;
 
 use crate::admission::{AdmissionGate, TierQueue};
+use crate::forecaster::Decisions;
 use crate::identity::IdentityResolver;
+use crate::insights::{InsightsHub, LastDecision, UserAttributeCell};
 use crate::metrics::{Metrics, TierMetrics, NO_TIER};
 
 /// What the proxy keeps per tracked user besides the behaviour windows.
@@ -26,6 +29,12 @@ pub struct UserState {
     /// Set once the user presented a verified credential; protects the entry
     /// from displacement by unverified newcomers when the table is full.
     pub verified: AtomicBool,
+    /// The user's latest forecast (16 bytes), refreshed by the forecaster.
+    pub forecast: UserForecastState,
+    /// The latest request's role, location and device codes, for cohorts.
+    pub attributes: UserAttributeCell,
+    /// The latest tier and rate-limit verdict, for the profile API.
+    pub decision: LastDecision,
 }
 
 /// Header values and metric handles of one tier, prepared at compile time so
@@ -150,6 +159,11 @@ pub struct Shared {
     pub upstream_options: UpstreamOptions,
     /// Concurrency limit and fair queue in front of the upstreams.
     pub admission: Arc<AdmissionGate>,
+    /// The forecaster's latest decisions, read per request.
+    pub decisions: Arc<ArcSwap<Decisions>>,
+    /// Cohorts, next action, latency sensitivity, events and the admin
+    /// token (see [`crate::insights`]).
+    pub insights: InsightsHub,
 }
 
 impl Shared {

@@ -264,7 +264,23 @@ fn profiler(ctx: &mut Ctx<'_>, raw: &RawConfig) -> ProfilerConfig {
             defaults.session_gap,
             false,
         ),
+        forecast_tick: ctx.duration_or(
+            "profiler.forecast_tick",
+            &section.forecast_tick,
+            defaults.forecast_tick,
+            false,
+        ),
     };
+    if let Some(at) = &section.forecast_tick {
+        let tick = config.forecast_tick;
+        if tick < Duration::from_secs(1) || tick > Duration::from_secs(3600) {
+            let message = format!(
+                "{} is outside 1s..=1h; the forecast tick is also the forecast bucket",
+                crate::Duration::from(tick)
+            );
+            ctx.invalid(&at.referenced, "profiler.forecast_tick", message);
+        }
+    }
 
     // Evicting a user before their window is full would discard the very data
     // the window exists to collect.

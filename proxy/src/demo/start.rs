@@ -86,6 +86,7 @@ pub fn demo_config(secret: &str, shaping: bool) -> String {
 threads: 2
 grace_period: 1s
 upstreams: []
+profiler: {{ forecast_tick: 5s }}
 admission: {{ enabled: {shaping}, initial_concurrency: 8, latency_tolerance: 1.5 }}
 health_check: {{ interval: 1s, timeout: 500ms }}
 identity:

@@ -1,0 +1,248 @@
+//! `GET` and `DELETE /v1/profiles/{user}`: one user's behaviour, and the
+//! privacy control that forgets it.
+//!
+//! `{user}` is the pseudonymous id the upstream sees as `x-headroom-user`
+//! (16 hex digits). A user may reach only their own id; for any other id,
+//! tracked or not, they get the same 404 an unknown id gets, so the API
+//! never tells whether someone else exists. A profile holds the user's
+//! windows and derived scores, and never a credential, an address or
+//! anyone else's data.
+//!
+//! Deleting removes the user's entry from the table: windows, sessions,
+//! habits, latency signals, cohort assignment, tier and rate-limit state.
+//! A user deleting their own profile must wait until their rate-limit
+//! bucket is full (409 with `Retry-After` until then), or deletion would be
+//! a way to refill it; the operator can always delete.
+
+use headroom_policies::Policy;
+use headroom_profiler::next_action::ActionMark;
+use headroom_profiler::{Clock, CohortId, UserEntry, UserSnapshot};
+use http::header::RETRY_AFTER;
+use http::{HeaderValue, StatusCode};
+use serde::Serialize;
+
+use super::auth::Caller;
+use super::reply::Reply;
+use super::views::{next_action_horizons_s, route_classes, RouteShare};
+use crate::insights::{DecisionMark, Insights, VerdictKind};
+use crate::state::{Shared, UserState};
+
+/// The one answer for an id the caller may not see or that is not tracked.
+const NOT_FOUND: &str = "no such profile";
+
+/// The profile as `GET` returns it.
+#[derive(Debug, Serialize)]
+struct ProfileView {
+    /// The pseudonymous id.
+    user: String,
+    /// When the profile was read (ms, the profiler clock).
+    at_ms: u64,
+    /// The tier and rate-limit state of the latest request.
+    rate_limit: Option<RateLimitView>,
+    /// Arrivals per route in the activity window, by route name.
+    route_mix: Vec<RouteShare>,
+    /// How much the user minds slow responses.
+    latency_sensitivity: SensitivityView,
+    /// The user's cohort, once assigned.
+    cohort: Option<CohortRef>,
+    /// Likelihoods of the user's next action, once the table is built.
+    next_action: Option<NextActionView>,
+    /// Rates, bytes, responses and sessions from the user's windows.
+    behaviour: UserSnapshot,
+}
+
+#[derive(Debug, Serialize)]
+struct RateLimitView {
+    tier: Option<String>,
+    requests_per_second: Option<f64>,
+    burst: Option<u32>,
+    verdict: VerdictKind,
+    remaining: u32,
+    reset_secs: u32,
+    decided_at_ms: Option<u64>,
+    bucket_full_now: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct SensitivityView {
+    score: f64,
+    slow_responses: u16,
+    slow_reactions: u16,
+    fast_responses: u16,
+    fast_reactions: u16,
+}
+
+#[derive(Debug, Serialize)]
+struct CohortRef {
+    id: CohortId,
+    name: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct NextActionView {
+    horizons_s: Vec<u64>,
+    last_route: Option<String>,
+    idle_ms: u64,
+    calibrated: bool,
+    likelihoods: Vec<Likelihood>,
+}
+
+#[derive(Debug, Serialize)]
+struct Likelihood {
+    route: String,
+    within: Vec<Option<f64>>,
+}
+
+/// The key of a 16-hex-digit id, `None` otherwise.
+pub fn parse_user(id: &str) -> Option<u64> {
+    (id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| u64::from_str_radix(id, 16).ok())
+        .flatten()
+}
+
+/// The entry of `id` if `caller` may see it and it is tracked.
+fn visible(
+    shared: &Shared,
+    caller: Caller,
+    id: &str,
+) -> Result<(u64, std::sync::Arc<UserEntry<UserState>>), Reply> {
+    let Some(key) = parse_user(id) else {
+        return Err(Reply::error(
+            StatusCode::BAD_REQUEST,
+            "user id must be 16 hex digits (the x-headroom-user value)",
+        ));
+    };
+    let allowed = match caller {
+        Caller::Operator => true,
+        Caller::User(own) => own == key,
+    };
+    match shared.users.get(key) {
+        Some(entry) if allowed => Ok((key, entry)),
+        _ => Err(Reply::error(StatusCode::NOT_FOUND, NOT_FOUND)),
+    }
+}
+
+/// `GET /v1/profiles/{user}`.
+pub fn get(shared: &Shared, caller: Caller, id: &str) -> Reply {
+    let (key, entry) = match visible(shared, caller, id) {
+        Ok(found) => found,
+        Err(reply) => return reply,
+    };
+    let now_ms = shared.clock.now_ms();
+    let runtime = shared.runtime.load();
+    let policy = &runtime.policy;
+    let insights = shared.insights.snapshot();
+    let windows = &entry.windows;
+    let behaviour = windows.snapshot(now_ms);
+    let (last, cohort) = windows.last_action().load();
+
+    let counts = windows.latency().counts();
+    let kinds = crate::insights::route_kinds(policy);
+    let view = ProfileView {
+        user: format!("{key:016x}"),
+        at_ms: now_ms,
+        rate_limit: entry
+            .extra
+            .decision
+            .load()
+            .map(|mark| rate_limit(policy, &entry.extra, mark, last.map(|l| l.at_ms))),
+        route_mix: RouteShare::of_counts(policy, &behaviour.route_requests),
+        latency_sensitivity: SensitivityView {
+            score: shared.insights.sensitivity.user_score(windows, &kinds),
+            slow_responses: counts.slow,
+            slow_reactions: counts.slow_reactions,
+            fast_responses: counts.fast,
+            fast_reactions: counts.fast_reactions,
+        },
+        cohort: cohort.map(|id| CohortRef {
+            id,
+            name: insights.cohorts.get(id).map(|c| c.name.clone()),
+        }),
+        next_action: last.and_then(|l| next_action(&insights, policy, cohort, l, now_ms)),
+        behaviour,
+    };
+    Reply::json(StatusCode::OK, &view)
+}
+
+fn rate_limit(
+    policy: &Policy,
+    state: &UserState,
+    mark: DecisionMark,
+    decided_at_ms: Option<u64>,
+) -> RateLimitView {
+    let tier = policy.tiers().get(mark.tier_index);
+    RateLimitView {
+        tier: tier.map(|t| t.name().to_owned()),
+        requests_per_second: tier.map(|t| t.requests_per_second()),
+        burst: tier.map(|t| t.burst().get()),
+        verdict: mark.kind,
+        remaining: mark.remaining,
+        reset_secs: mark.reset_secs,
+        decided_at_ms,
+        bucket_full_now: policy.bucket_is_full(&state.bucket),
+    }
+}
+
+/// Likelihoods of each route class within each horizon for a user whose
+/// last action was `last`.
+fn next_action(
+    insights: &Insights,
+    policy: &Policy,
+    cohort: Option<CohortId>,
+    last: ActionMark,
+    now_ms: u64,
+) -> Option<NextActionView> {
+    let table = insights.next_action.as_ref()?;
+    let horizons = table.horizons_ms().len();
+    let classes = route_classes(policy);
+    let last_route = classes
+        .iter()
+        .find(|(class, _)| *class == last.route_class)
+        .map(|(_, name)| name.clone());
+    let likelihoods = classes
+        .into_iter()
+        .map(|(class, route)| Likelihood {
+            route,
+            within: (0..horizons)
+                .map(|h| table.probability(cohort, last, now_ms, class, h))
+                .collect(),
+        })
+        .collect();
+    Some(NextActionView {
+        horizons_s: next_action_horizons_s(table),
+        last_route,
+        idle_ms: now_ms.saturating_sub(last.at_ms),
+        calibrated: table.calibration().is_some(),
+        likelihoods,
+    })
+}
+
+/// `DELETE /v1/profiles/{user}`.
+pub fn delete(shared: &Shared, caller: Caller, id: &str) -> Reply {
+    let (key, entry) = match visible(shared, caller, id) {
+        Ok(found) => found,
+        Err(reply) => return reply,
+    };
+
+    // Self-service deletion must not refill a rate-limit bucket.
+    let runtime = shared.runtime.load();
+    if caller != Caller::Operator && !runtime.policy.bucket_is_full(&entry.extra.bucket) {
+        let wait = entry
+            .extra
+            .decision
+            .load()
+            .map_or(1, |m| m.reset_secs.max(1));
+        return Reply::error(
+            StatusCode::CONFLICT,
+            "your rate-limit budget is in use; delete again once it has refilled",
+        )
+        .header(RETRY_AFTER, HeaderValue::from(wait));
+    }
+
+    if shared.users.remove(key) {
+        tracing::info!(user.id = %format_args!("{key:016x}"), by_operator = caller == Caller::Operator, "profile deleted");
+        Reply::empty(StatusCode::NO_CONTENT)
+    } else {
+        Reply::error(StatusCode::NOT_FOUND, NOT_FOUND)
+    }
+}

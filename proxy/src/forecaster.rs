@@ -1,0 +1,435 @@
+//! The forecaster: the background tick that turns what the profiler counted
+//! into forecasts, scores them, and publishes the [`Decisions`] the hot path
+//! reads.
+//!
+//! Every `profiler.forecast_tick` (one forecast bucket):
+//! 1. the aggregate request count of the tick is fed to a
+//!    [`DemandForecaster`] (an ensemble of seasonal and lag models weighted by
+//!    recent accuracy), and the forecasts issued earlier for this bucket are
+//!    scored by an [`AccuracyTracker`], exported as
+//!    `headroom_forecast_error{horizon,metric}`;
+//! 2. every tracked user's forecast is refreshed from their window and a
+//!    shared demand multiplier ([`forecast_user`]); it lands in the user's
+//!    own 16-byte state, where the response filter reads it;
+//! 3. a new immutable [`Decisions`] snapshot is stored through `arc-swap`
+//!    (and the admin API's forecast view is refreshed).
+//!
+//! Declared events (config or `POST /v1/events`) scale the forecasts of the
+//! buckets they cover; each tick also reports the actual demand against the
+//! forecast made without events, so an event's measured effect is learned
+//! for the next one of its name. Only all-traffic events scale per-user
+//! forecasts; cohort- and route-scoped ones show in the cohort views.
+//!
+//! Fallback: while the ensemble's best model one tick ahead is naive (the
+//! forecast is no better than "same as now"), `Decisions::use_forecast` is
+//! false and the headers carry the user's smoothed current rate instead,
+//! with `Decisions::reason` saying why.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use headroom_profiler::forecast::user::{
+    demand_multipliers, forecast_user, CountCalibration, UserForecastContext, UserHorizonForecast,
+};
+use headroom_profiler::forecast::{
+    AccuracyTracker, DemandForecaster, Forecast, Forecaster, ModelKind, Seasonality,
+};
+use headroom_profiler::Clock;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use serde::Serialize;
+
+use crate::insights::{ForecastView, HorizonForecastView};
+use crate::metrics::FORECAST_METRICS;
+use crate::state::Shared;
+
+/// Horizons, in forecast ticks: with the default 1-minute tick, 1, 5, 15
+/// and 60 minutes ahead.
+pub const HORIZONS: [u32; 4] = [1, 5, 15, 60];
+
+/// Half-life of the per-user count calibration, in ticks.
+const CALIBRATION_HALF_LIFE_TICKS: f64 = 60.0;
+
+/// Half-life of the exported accuracy scores, in scored forecasts.
+const ACCURACY_HALF_LIFE: f64 = 1_440.0;
+
+/// The aggregate forecast at one horizon.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HorizonForecast {
+    /// How far ahead, in seconds.
+    pub horizon_s: u64,
+    /// Median forecast of the aggregate request rate, requests per second.
+    pub median_rps: f64,
+    /// 90th percentile, requests per second.
+    pub p90_rps: f64,
+    /// The ensemble member currently weighted highest at this horizon.
+    pub best_model: &'static str,
+}
+
+/// What the latest tick decided; immutable, swapped whole.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Decisions {
+    /// Clock time of the tick, in milliseconds.
+    pub computed_at_ms: u64,
+    /// Tick (and forecast bucket) length, in seconds.
+    pub tick_s: f64,
+    /// Whether per-user headers carry the forecast (true) or the current
+    /// smoothed rate (false).
+    pub use_forecast: bool,
+    /// Why, in a few words.
+    pub reason: &'static str,
+    /// Aggregate forecasts, one per horizon; empty before the first tick.
+    pub aggregate: Vec<HorizonForecast>,
+}
+
+impl Decisions {
+    /// The snapshot in force before the first tick: no forecast yet.
+    pub fn initial(tick: Duration) -> Self {
+        Self {
+            computed_at_ms: 0,
+            tick_s: tick.as_secs_f64(),
+            use_forecast: false,
+            reason: "no forecast yet: waiting for the first tick",
+            aggregate: Vec::new(),
+        }
+    }
+}
+
+/// The admin API's view of `decisions`.
+fn forecast_view(decisions: &Decisions) -> ForecastView {
+    ForecastView {
+        computed_at_ms: decisions.computed_at_ms,
+        model: "ensemble".to_owned(),
+        fallback_to_current_rate: !decisions.use_forecast,
+        horizons: decisions
+            .aggregate
+            .iter()
+            .map(|h| HorizonForecastView {
+                horizon_s: h.horizon_s,
+                median_rps: h.median_rps,
+                p90_rps: h.p90_rps,
+            })
+            .collect(),
+    }
+}
+
+/// The horizon label of `horizon` ticks of `tick`, like `"900s"`.
+pub fn horizon_label(horizon: u32, tick: Duration) -> String {
+    format!("{}s", u64::from(horizon) * tick.as_secs())
+}
+
+/// The forecaster background task.
+pub struct ForecasterService {
+    shared: Arc<Shared>,
+    decisions: Arc<ArcSwap<Decisions>>,
+    tick: Duration,
+}
+
+impl ForecasterService {
+    /// A forecaster over `shared`, publishing into `decisions` every `tick`.
+    pub fn new(shared: Arc<Shared>, decisions: Arc<ArcSwap<Decisions>>, tick: Duration) -> Self {
+        // Every series exists from the start; unscored reads NaN, the
+        // Prometheus convention for "unknown".
+        for &h in &HORIZONS {
+            let label = horizon_label(h, tick);
+            for metric in FORECAST_METRICS {
+                shared
+                    .metrics
+                    .forecast_error
+                    .with_label_values(&[label.as_str(), metric])
+                    .set(f64::NAN);
+            }
+        }
+        Self {
+            shared,
+            decisions,
+            tick,
+        }
+    }
+}
+
+/// The state the task keeps between ticks.
+struct TickState {
+    global: DemandForecaster,
+    tracker: AccuracyTracker,
+    calibration: CountCalibration,
+    context: UserForecastContext,
+    out: Vec<UserHorizonForecast>,
+    index: u64,
+    last_total: Option<u64>,
+    last_ms: u64,
+    /// The one-tick-ahead median issued last tick, before event multipliers:
+    /// the baseline an event's measured effect is judged against.
+    last_plain_forecast: Option<f64>,
+}
+
+impl ForecasterService {
+    fn new_state(&self) -> Option<TickState> {
+        let tick_ms = u64::try_from(self.tick.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let season = match Seasonality::for_bucket_ms(tick_ms) {
+            Ok(season) => season,
+            Err(e) => {
+                tracing::warn!(error = %e, "forecaster disabled: bad tick");
+                return None;
+            }
+        };
+        let global = match DemandForecaster::new(season, &HORIZONS) {
+            Ok(global) => global,
+            Err(e) => {
+                tracing::warn!(error = %e, "forecaster disabled");
+                return None;
+            }
+        };
+        let horizons_ms: Vec<u64> = HORIZONS.iter().map(|&h| u64::from(h) * tick_ms).collect();
+        let mut context = UserForecastContext::new(&horizons_ms, tick_ms);
+        context.set_elapsed_ms(tick_ms);
+        Some(TickState {
+            global,
+            tracker: AccuracyTracker::new(1, &HORIZONS, Some(ACCURACY_HALF_LIFE)),
+            calibration: CountCalibration::new(CALIBRATION_HALF_LIFE_TICKS),
+            context,
+            out: vec![UserHorizonForecast::default(); HORIZONS.len()],
+            index: 0,
+            last_total: None,
+            last_ms: self.shared.clock.now_ms(),
+            last_plain_forecast: None,
+        })
+    }
+
+    /// One tick: aggregate, users, scores, snapshot.
+    fn tick(&self, st: &mut TickState) {
+        let shared = &self.shared;
+        let now_ms = shared.clock.now_ms();
+        let totals = shared.users.totals(now_ms);
+
+        // 1. The aggregate series: this tick's requests.
+        let events = &shared.insights.events;
+        if let Some(last) = st.last_total {
+            let observed = totals.requests_total.saturating_sub(last) as f64;
+            if let Some(plain) = st.last_plain_forecast {
+                // What events in force did to demand, for the next similar one.
+                events.observe(now_ms, None, None, observed, plain);
+            }
+            st.global.observe(observed);
+            st.tracker.observe(st.index, observed);
+            st.index += 1;
+            for &h in &HORIZONS {
+                let f = self.with_events(st.global.forecast(h), now_ms, h);
+                st.tracker.issue(0, h, st.index - 1 + u64::from(h), f);
+            }
+            st.last_plain_forecast = Some(st.global.forecast(HORIZONS[0]).median);
+        }
+        st.last_total = Some(totals.requests_total);
+
+        // 2. Every user, from a shared multiplier and calibration.
+        st.context
+            .set_elapsed_ms(now_ms.saturating_sub(st.last_ms).max(1));
+        st.last_ms = now_ms;
+        let multipliers: Vec<f64> = demand_multipliers(&st.global, &HORIZONS)
+            .into_iter()
+            .zip(HORIZONS)
+            .map(|(m, h)| m * events.multiplier_at(self.at_horizon(now_ms, h), None, None))
+            .collect();
+        st.context.set_multipliers(&multipliers);
+        st.calibration.begin_tick();
+        st.context.set_spread(st.calibration.quantiles());
+        let (context, out, calibration) = (&st.context, &mut st.out, &mut st.calibration);
+        shared.users.for_each(|_, entry| {
+            let tick = forecast_user(&entry.windows, &entry.extra.forecast, now_ms, context, out);
+            if let Some(expected) = tick.expected {
+                calibration.observe(expected, tick.observed);
+            }
+        });
+
+        // 3. Scores and the snapshots (hot path, admin API).
+        self.export_scores(st);
+        let decisions = self.decide(st, now_ms);
+        shared
+            .insights
+            .publish_forecast(Some(forecast_view(&decisions)), Vec::new());
+        self.decisions.store(Arc::new(decisions));
+    }
+
+    /// Clock time `horizon` ticks after `now_ms`.
+    fn at_horizon(&self, now_ms: u64, horizon: u32) -> u64 {
+        let tick_ms = u64::try_from(self.tick.as_millis()).unwrap_or(u64::MAX);
+        now_ms.saturating_add(tick_ms.saturating_mul(u64::from(horizon)))
+    }
+
+    /// `forecast` scaled by the declared or learned effect of the events in
+    /// force `horizon` ticks from now (all-traffic scope).
+    fn with_events(&self, forecast: Forecast, now_ms: u64, horizon: u32) -> Forecast {
+        let at = self.at_horizon(now_ms, horizon);
+        let m = self.shared.insights.events.multiplier_at(at, None, None);
+        Forecast::new(forecast.median * m, forecast.p90 * m)
+    }
+
+    fn decide(&self, st: &TickState, now_ms: u64) -> Decisions {
+        let tick_s = self.tick.as_secs_f64();
+        let aggregate = HORIZONS
+            .iter()
+            .map(|&h| {
+                let f = self.with_events(st.global.forecast(h), now_ms, h);
+                HorizonForecast {
+                    horizon_s: u64::from(h) * self.tick.as_secs(),
+                    median_rps: f.median / tick_s,
+                    p90_rps: f.p90 / tick_s,
+                    best_model: st.global.best(h).map_or("none", ModelKind::name),
+                }
+            })
+            .collect();
+        let (use_forecast, reason) = match st.global.best(HORIZONS[0]) {
+            None => (false, "no forecast yet: not enough history"),
+            Some(ModelKind::Naive) => (false, "forecast no better than naive: using current rates"),
+            Some(_) => (true, "forecast beats naive"),
+        };
+        Decisions {
+            computed_at_ms: now_ms,
+            tick_s,
+            use_forecast,
+            reason,
+            aggregate,
+        }
+    }
+
+    fn export_scores(&self, st: &TickState) {
+        let gauge = &self.shared.metrics.forecast_error;
+        for &h in &HORIZONS {
+            let scores = st.tracker.scores(0, h);
+            if scores.points == 0 {
+                continue;
+            }
+            let label = horizon_label(h, self.tick);
+            let values = [
+                scores.mae,
+                scores.smape,
+                scores.mase,
+                scores.pinball_p90,
+                scores.coverage_p90,
+            ];
+            for (metric, value) in FORECAST_METRICS.into_iter().zip(values) {
+                gauge
+                    .with_label_values(&[label.as_str(), metric])
+                    .set(value);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for ForecasterService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let span = tracing::info_span!("forecaster", tick_s = self.tick.as_secs_f64());
+        let _enter = span.enter();
+        let Some(mut st) = self.new_state() else {
+            return;
+        };
+        let mut interval = tokio::time::interval(self.tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = interval.tick() => {}
+            }
+            self.tick(&mut st);
+            tracing::debug!(users = self.shared.users.len(), "forecast tick");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::insights::test_support::{arrive, headers, shared};
+
+    fn service(tick: Duration) -> (ForecasterService, Arc<ArcSwap<Decisions>>) {
+        let decisions = Arc::new(ArcSwap::from_pointee(Decisions::initial(tick)));
+        (
+            ForecasterService::new(shared(), Arc::clone(&decisions), tick),
+            decisions,
+        )
+    }
+
+    #[test]
+    fn every_error_series_exists_from_the_start_as_nan() {
+        let (service, _) = service(Duration::from_secs(60));
+        let text = String::from_utf8(service.shared.metrics.render()).expect("utf-8");
+        for label in ["60s", "300s", "900s", "3600s"] {
+            let line = format!("headroom_forecast_error{{horizon=\"{label}\",metric=\"mae\"}} NaN");
+            assert!(text.contains(&line), "{line} missing:\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_tick_forecasts_each_user_and_publishes_decisions() {
+        let (service, decisions) = service(Duration::from_secs(1));
+        let mut st = service.new_state().expect("valid tick");
+        let now = service.shared.clock.now_ms();
+        let key = (0..30)
+            .map(|i| {
+                arrive(
+                    &service.shared,
+                    &headers("x-api-key", "k_bob"),
+                    "/",
+                    now + i,
+                )
+            })
+            .last()
+            .expect("arrivals");
+
+        service.tick(&mut st);
+        service.tick(&mut st);
+
+        let user = service.shared.users.get(key).expect("tracked");
+        assert!(user.extra.forecast.forecast_rps().is_some());
+        let d = decisions.load();
+        assert_eq!(d.aggregate.len(), HORIZONS.len());
+        assert_eq!(d.aggregate[3].horizon_s, 60);
+        assert!(d.aggregate.iter().all(|h| h.p90_rps >= h.median_rps));
+        assert!(!d.reason.is_empty());
+    }
+
+    #[test]
+    fn a_declared_event_scales_the_forecast_of_the_buckets_it_covers() {
+        use headroom_profiler::events::{Event, Scope};
+
+        let (service, decisions) = service(Duration::from_secs(1));
+        let mut st = service.new_state().expect("valid tick");
+        let now = service.shared.clock.now_ms();
+        service.tick(&mut st);
+        let bob = headers("x-api-key", "k_bob");
+        for i in 0..20 {
+            arrive(&service.shared, &bob, "/", now + i);
+        }
+        service.tick(&mut st);
+        let plain = decisions.load().aggregate.clone();
+        assert!(plain[3].median_rps > 0.0, "{plain:?}");
+
+        // Triple demand from 30 s to 90 s from now: covers the 60 s horizon only.
+        let event = Event {
+            name: "launch".into(),
+            start_ms: now + 30_000,
+            end_ms: now + 90_000,
+            scope: Scope::All,
+            multiplier: Some(3.0),
+        };
+        service
+            .shared
+            .insights
+            .events
+            .declare(event)
+            .expect("valid event");
+        let d = service.decide(&st, now);
+
+        assert_eq!(d.aggregate[0].median_rps, plain[0].median_rps);
+        let ratio = d.aggregate[3].median_rps / plain[3].median_rps.max(f64::MIN_POSITIVE);
+        assert!(
+            plain[3].median_rps == 0.0 || (ratio - 3.0).abs() < 1e-9,
+            "{ratio}"
+        );
+    }
+}

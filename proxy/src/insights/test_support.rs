@@ -1,0 +1,142 @@
+//! Test set-up shared by the insights and admin unit tests: a real
+//! [`Shared`] compiled from a YAML config the way `headroom run` builds it,
+//! with nothing listening and an upstream set that is never probed.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use headroom_policies::{classify_user_agent, Attributes};
+use headroom_profiler::{SystemClock, TableConfig, UserTable};
+use http::HeaderMap;
+use pingora::lb::LoadBalancer;
+
+use super::InsightsHub;
+use crate::admission::AdmissionGate;
+use crate::compile::{compile_runtime, IdentitySecret};
+use crate::metrics::Metrics;
+use crate::state::{Shared, UpstreamOptions};
+
+/// A config with API keys (two users, one of them premium), a JWT-less
+/// cookie source, client IPs last, two routes and an operator token.
+pub(crate) const CONFIG: &str = "\
+identity:
+  secret: \"unit-test-identity-secret\"
+  sources:
+    - api_key:
+        keys:
+          k_alice: { user: alice, plan: premium, role: admin }
+          k_bob: { user: bob }
+    - cookie: { name: sid }
+    - client_ip: {}
+routes:
+  - name: search
+    prefix: /search
+    cost: 2
+  - name: export
+    prefix: /export
+    cost: 5
+    kind: batch
+tiers:
+  - name: premium
+    requests_per_second: 100
+    burst: 200
+  - name: free
+    requests_per_second: 1
+    burst: 5
+rules:
+  - when: { plan: premium }
+    tier: premium
+default_tier: free
+admin_api:
+  token: \"operator-token-for-unit-tests\"
+";
+
+/// The operator token of [`CONFIG`].
+pub(crate) const TOKEN: &str = "operator-token-for-unit-tests";
+
+/// The shared state for `yaml`.
+///
+/// # Panics
+/// When `yaml` is not a valid config (a bug in the test).
+pub(crate) fn shared_from(yaml: &str) -> Arc<Shared> {
+    let config = headroom_config::load_str(yaml, "test.yaml").expect("test config is valid");
+    let metrics = Metrics::new();
+    let secret = IdentitySecret::random().expect("the OS has randomness");
+    let runtime =
+        compile_runtime(&config, Path::new("test.yaml"), &metrics, &secret).expect("compiles");
+    let insights = InsightsHub::new(&config, &runtime.policy).expect("events declare");
+    let p = &config.profiler;
+    let users = UserTable::new(TableConfig {
+        max_users: p.max_users,
+        idle_timeout_ms: p.idle_timeout.as_millis() as u64,
+        bucket_ms: p.bucket.as_millis() as u64,
+        buckets: p.buckets,
+        session_gap_ms: p.session_gap.as_millis() as u64,
+    })
+    .expect("valid table");
+    let upstreams = LoadBalancer::try_from_iter(["127.0.0.1:9"]).expect("static upstream");
+    let admission = AdmissionGate::new(
+        &config.admission,
+        runtime.tier_queues.clone(),
+        Box::new(SystemClock),
+    );
+    Arc::new(Shared {
+        runtime: ArcSwap::from_pointee(runtime),
+        overflow: Arc::clone(users.overflow()),
+        users,
+        metrics,
+        clock: SystemClock,
+        upstreams: Arc::new(upstreams),
+        upstream_options: UpstreamOptions {
+            connect_timeout: config.upstream_timeouts.connect,
+            read_timeout: config.upstream_timeouts.read,
+            idle_timeout: config.upstream_timeouts.idle,
+        },
+        admission: Arc::new(admission),
+        decisions: Arc::new(ArcSwap::from_pointee(
+            crate::forecaster::Decisions::initial(config.profiler.forecast_tick),
+        )),
+        insights,
+    })
+}
+
+/// The shared state for [`CONFIG`].
+pub(crate) fn shared() -> Arc<Shared> {
+    shared_from(CONFIG)
+}
+
+/// What the proxy's request phase does for one request at `now_ms` with
+/// `headers` on `path`, up to and including the rate-limit decision, with
+/// the same calls in the same order. Returns the user key.
+///
+/// # Panics
+/// When the headers do not identify a user.
+pub(crate) fn arrive(shared: &Shared, headers: &HeaderMap, path: &str, now_ms: u64) -> u64 {
+    let rt = shared.runtime.load_full();
+    let peer = "192.0.2.10".parse().ok();
+    let identity = rt.identity.identify(peer, headers).expect("identified");
+    let attrs = Attributes {
+        plan: identity.plan.as_deref(),
+        role: identity.role.as_deref(),
+        location: rt.identity.location(headers),
+        device: classify_user_agent("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0)"),
+        authenticated: identity.verified,
+        source: identity.source,
+    };
+    let tier = rt.policy.tier_for(&attrs);
+    let route = rt.policy.classify(path);
+    let user = shared.user(identity.key, now_ms, identity.verified);
+    let transition = user.windows.record_arrival(now_ms, route.id, 0);
+    super::record_arrival(shared, &user, &transition, route.id, &attrs);
+    let verdict = rt.policy.check(&user.extra.bucket, tier, route.cost);
+    user.extra.decision.record(tier, &verdict);
+    identity.key
+}
+
+/// Headers with one `name: value`.
+pub(crate) fn headers(name: &'static str, value: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(name, value.parse().expect("header value"));
+    h
+}

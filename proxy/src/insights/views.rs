@@ -1,0 +1,53 @@
+//! Plain, serializable parts of the [`Insights`](super::Insights) snapshot
+//! that are not the profiler's own types: live per-cohort figures, and the
+//! forecast slots the forecaster fills.
+
+use headroom_profiler::CohortId;
+use serde::Serialize;
+
+/// What a cohort's members are doing at one tick.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct CohortLive {
+    /// Tracked users currently assigned to it.
+    pub users: usize,
+    /// Sum of their smoothed request rates, requests per second.
+    pub smoothed_rps: f64,
+    /// Mean of their latency-sensitivity scores (`[0, 1]`), `None` without
+    /// members.
+    pub mean_latency_sensitivity: Option<f64>,
+}
+
+/// One horizon of a demand forecast.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct HorizonForecastView {
+    /// How far ahead, in seconds.
+    pub horizon_s: u64,
+    /// Median forecast, requests per second.
+    pub median_rps: f64,
+    /// 90th-percentile forecast, requests per second (at least the median).
+    pub p90_rps: f64,
+}
+
+/// A demand forecast as the admin API shows it; filled by the forecaster
+/// through [`InsightsHub::publish_forecast`](super::InsightsHub::publish_forecast).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ForecastView {
+    /// When it was computed (ms, the profiler clock).
+    pub computed_at_ms: u64,
+    /// The model (or ensemble) that produced it, lowercase.
+    pub model: String,
+    /// True when recent accuracy was worse than naive and decisions use the
+    /// current rate instead.
+    pub fallback_to_current_rate: bool,
+    /// One entry per horizon, shortest first.
+    pub horizons: Vec<HorizonForecastView>,
+}
+
+/// One cohort's forecast.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CohortForecastView {
+    /// The cohort.
+    pub cohort: CohortId,
+    /// Its forecast.
+    pub forecast: ForecastView,
+}
