@@ -369,17 +369,11 @@ mod tests {
         let (service, decisions) = service(Duration::from_secs(1));
         let mut st = service.new_state().expect("valid tick");
         let now = service.shared.clock.now_ms();
-        let key = (0..30)
-            .map(|i| {
-                arrive(
-                    &service.shared,
-                    &headers("x-api-key", "k_bob"),
-                    "/",
-                    now + i,
-                )
-            })
-            .last()
-            .expect("arrivals");
+        let bob = headers("x-api-key", "k_bob");
+        let mut key = 0;
+        for i in 0..30 {
+            key = arrive(&service.shared, &bob, "/", now + i);
+        }
 
         service.tick(&mut st);
         service.tick(&mut st);
