@@ -101,8 +101,13 @@ impl Decisions {
 fn forecast_view(decisions: &Decisions) -> ForecastView {
     ForecastView {
         computed_at_ms: decisions.computed_at_ms,
-        model: "ensemble".to_owned(),
+        model: decisions
+            .aggregate
+            .first()
+            .map_or("ensemble", |h| h.best_model)
+            .to_owned(),
         fallback_to_current_rate: !decisions.use_forecast,
+        reason: decisions.reason.to_owned(),
         horizons: decisions
             .aggregate
             .iter()
@@ -285,7 +290,7 @@ impl ForecasterService {
         let (use_forecast, reason) = match st.global.best(HORIZONS[0]) {
             None => (false, "no forecast yet: not enough history"),
             Some(ModelKind::Naive) => (false, "forecast no better than naive: using current rates"),
-            Some(_) => (true, "forecast beats naive"),
+            Some(_) => (true, "a model beats naive one tick ahead"),
         };
         Decisions {
             computed_at_ms: now_ms,

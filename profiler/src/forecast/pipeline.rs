@@ -96,7 +96,16 @@ pub struct DemandForecaster {
     /// `members` values per horizon in `horizons` order.
     latest: Vec<f64>,
     outage_buckets: u64,
+    /// Largest value observed so far; member forecasts are capped at
+    /// [`PLAUSIBLE_FACTOR`] times it, so a model that diverges on little or
+    /// odd data (regression on a cold start) cannot forecast absurd demand.
+    max_seen: f64,
 }
+
+/// Forecasts above this multiple of the largest value seen (plus one) are
+/// cut to it: an order of magnitude above anything observed is treated as a
+/// model failure, not a prediction.
+const PLAUSIBLE_FACTOR: f64 = 10.0;
 
 impl DemandForecaster {
     /// A forecaster for a series of seasons `season`, tracking accuracy and
@@ -143,6 +152,7 @@ impl DemandForecaster {
             ),
             horizons: tracked,
             outage_buckets: 0,
+            max_seen: 0.0,
         })
     }
 
@@ -184,14 +194,27 @@ impl DemandForecaster {
         self.ensemble.best(horizon).map(|m| ModelKind::ALL[m])
     }
 
-    /// The combined point forecast `horizon` buckets ahead.
+    /// The combined point forecast `horizon` buckets ahead. Until members
+    /// have been scored at this horizon, their median (not their mean): a
+    /// cold start gives no evidence of which member to trust, and the median
+    /// is immune to one that diverges.
     fn combined(&self, horizon: u32) -> f64 {
         let horizon = horizon.max(1);
-        let forecasts: Vec<f64> = ModelKind::ALL
+        let cap = self.plausible_cap();
+        let mut forecasts: Vec<f64> = ModelKind::ALL
             .iter()
-            .map(|&kind| self.member_forecast(kind, horizon))
+            .map(|&kind| self.member_forecast(kind, horizon).clamp(0.0, cap))
             .collect();
+        if self.ensemble.errors(horizon).is_empty() {
+            forecasts.sort_by(f64::total_cmp);
+            return forecasts[forecasts.len() / 2];
+        }
         self.ensemble.combine(horizon, &forecasts)
+    }
+
+    /// The largest forecast taken as plausible (see [`PLAUSIBLE_FACTOR`]).
+    fn plausible_cap(&self) -> f64 {
+        PLAUSIBLE_FACTOR * (self.max_seen + 1.0)
     }
 }
 
@@ -222,6 +245,8 @@ impl Forecaster for DemandForecaster {
         }
         let actual = (!outage).then_some(value);
 
+        self.max_seen = self.max_seen.max(value);
+
         // 2. Every member learns from it.
         for member in &mut self.members {
             member.observe(&self.history);
@@ -229,9 +254,10 @@ impl Forecaster for DemandForecaster {
 
         // 3. Fresh member forecasts, scored later by the ensemble.
         let n = self.members.len();
+        let cap = self.plausible_cap();
         for (i, &h) in self.horizons.iter().enumerate() {
             for (m, member) in self.members.iter().enumerate() {
-                self.latest[i * n + m] = member.predict(&self.history, h).max(0.0);
+                self.latest[i * n + m] = member.predict(&self.history, h).clamp(0.0, cap);
             }
         }
         let (latest, horizons) = (&self.latest, &self.horizons);

@@ -116,3 +116,20 @@ fn forecasts_are_pure_reads_of_the_state() {
         assert_eq!(forecaster.forecast(7).median, forecaster.forecast(7).median);
     }
 }
+
+#[test]
+fn a_cold_start_never_forecasts_beyond_ten_times_what_was_seen() {
+    // Idle, then a step: the pattern on which an unscored regression
+    // diverges in a freshly started proxy.
+    let mut forecaster = DemandForecaster::new(SEASON, &[1, 5, 15, 60]).expect("valid");
+    for i in 0..40 {
+        forecaster.observe(if i < 20 { 0.0 } else { 10.0 });
+        for h in [1, 5, 15, 60] {
+            let f = forecaster.forecast(h);
+            assert!(
+                f.median <= 110.0 && f.p90.is_finite(),
+                "step {i} h {h}: {f:?}"
+            );
+        }
+    }
+}

@@ -214,6 +214,7 @@ fn published_forecasts_survive_later_ticks() {
         computed_at_ms: T0,
         model: "ensemble".into(),
         fallback_to_current_rate: false,
+        reason: "a model beats naive one tick ahead".into(),
         horizons: vec![HorizonForecastView {
             horizon_s: 60,
             median_rps: 3.0,

@@ -39,6 +39,8 @@ pub struct ForecastView {
     /// True when recent accuracy was worse than naive and decisions use the
     /// current rate instead.
     pub fallback_to_current_rate: bool,
+    /// Why the forecast is or is not used, in a few words.
+    pub reason: String,
     /// One entry per horizon, shortest first.
     pub horizons: Vec<HorizonForecastView>,
 }
