@@ -108,8 +108,9 @@ pub struct Event {
 /// Why an event was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum EventError {
-    /// The name is empty or longer than [`MAX_NAME_LEN`].
-    #[error("event name must be 1 to {MAX_NAME_LEN} bytes, got {len}")]
+    /// The name is empty, longer than [`MAX_NAME_LEN`], or holds control
+    /// characters.
+    #[error("name: event name must be 1 to {MAX_NAME_LEN} bytes without control characters, got {len} bytes")]
     Name {
         /// The name's length in bytes.
         len: usize,

@@ -69,7 +69,7 @@ pub struct HorizonForecast {
 }
 
 /// What the latest tick decided; immutable, swapped whole.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Decisions {
     /// Clock time of the tick, in milliseconds.
     pub computed_at_ms: u64,
@@ -82,6 +82,10 @@ pub struct Decisions {
     pub reason: &'static str,
     /// Aggregate forecasts, one per horizon; empty before the first tick.
     pub aggregate: Vec<HorizonForecast>,
+    /// What per-user forecasts are computed with (multipliers, spread), for
+    /// reading one user's forecast between ticks; `None` before the first.
+    #[serde(skip)]
+    pub user_context: Option<Arc<UserForecastContext>>,
 }
 
 impl Decisions {
@@ -93,6 +97,7 @@ impl Decisions {
             use_forecast: false,
             reason: "no forecast yet: waiting for the first tick",
             aggregate: Vec::new(),
+            user_context: None,
         }
     }
 }
@@ -259,6 +264,15 @@ impl ForecasterService {
         self.decisions.store(Arc::new(decisions));
     }
 
+    /// Runs `n` ticks at once (tests of the views built on the forecasts).
+    #[cfg(test)]
+    pub(crate) fn run_ticks_for_test(&self, n: usize) {
+        let mut st = self.new_state().expect("valid tick");
+        for _ in 0..n {
+            self.tick(&mut st);
+        }
+    }
+
     /// Clock time `horizon` ticks after `now_ms`.
     fn at_horizon(&self, now_ms: u64, horizon: u32) -> u64 {
         let tick_ms = u64::try_from(self.tick.as_millis()).unwrap_or(u64::MAX);
@@ -298,6 +312,7 @@ impl ForecasterService {
             use_forecast,
             reason,
             aggregate,
+            user_context: Some(Arc::new(st.context.clone())),
         }
     }
 

@@ -42,7 +42,11 @@ impl Book {
 /// Checks one event.
 fn validate(event: &Event) -> Result<(), EventError> {
     let name = || event.name.clone();
-    if event.name.is_empty() || event.name.len() > MAX_NAME_LEN {
+    // Names reach logs and JSON: no control characters (no forged log lines).
+    if event.name.is_empty()
+        || event.name.len() > MAX_NAME_LEN
+        || event.name.chars().any(char::is_control)
+    {
         return Err(EventError::Name {
             len: event.name.len(),
         });
@@ -151,9 +155,13 @@ impl EventBook {
     /// whose scope covers it; 1 when none does.
     pub fn multiplier_at(&self, t_ms: u64, cohort: Option<CohortId>, route: Option<u8>) -> f64 {
         let book = self.read();
-        book.covering(t_ms, cohort, route)
+        let product: f64 = book
+            .covering(t_ms, cohort, route)
             .map(|e| book.expected(&e.event).0)
-            .product()
+            .product();
+        // Overlapping events multiply; past this range the product is a
+        // pile-up of declarations (a retried POST), not a forecast.
+        product.clamp(1.0 / MAX_MULTIPLIER, MAX_MULTIPLIER)
     }
 
     /// Every event in force at `t_ms`, with the multiplier it applies.

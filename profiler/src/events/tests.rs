@@ -25,7 +25,7 @@ fn bad_events_are_refused_with_a_reason() {
     let err = |e: Event| book.declare(e).unwrap_err().to_string();
     assert_eq!(
         err(event("", 0, 1, Scope::All, None)),
-        "event name must be 1 to 128 bytes, got 0"
+        "name: event name must be 1 to 128 bytes without control characters, got 0 bytes"
     );
     assert_eq!(
         err(event("sale", 5, 5, Scope::All, None)),
@@ -200,4 +200,16 @@ fn events_read_from_json_as_posted_to_the_api() {
     );
     let bad_cohort = r#"{"name":"x","start_ms":0,"end_ms":1,"scope":{"cohort":9}}"#;
     assert!(serde_json::from_str::<Event>(bad_cohort).is_err());
+}
+
+#[test]
+fn control_characters_in_names_are_refused_and_overlaps_are_bounded() {
+    let book = EventBook::new();
+    let bad = event("sale\nforged log line", 0, 10, Scope::All, Some(2.0));
+    assert!(book.declare(bad).is_err());
+    for _ in 0..5 {
+        book.declare(event("pile", 0, 10, Scope::All, Some(1000.0)))
+            .expect("valid");
+    }
+    assert_eq!(book.multiplier_at(5, None, None), MAX_MULTIPLIER);
 }

@@ -309,7 +309,35 @@ pub fn forecast_user(
         }
     };
 
-    let recent = recent.unwrap_or(level);
+    let first_rps = fill(ctx, recent.unwrap_or(level), level, out);
+    state.store(level, first_rps, total);
+    tick
+}
+
+/// The user's forecasts at `ctx`'s horizons from the level kept by the
+/// latest tick, without updating anything: for reading a profile between
+/// ticks. `None` before the first tick that saw the user.
+pub fn peek_user(
+    windows: &UserWindows,
+    state: &UserForecastState,
+    now_ms: u64,
+    ctx: &UserForecastContext,
+    out: &mut [UserHorizonForecast],
+) -> Option<()> {
+    let level = state.level_rps()?;
+    let recent = recent_rps(windows, now_ms).unwrap_or(level);
+    fill(ctx, recent, level, out);
+    Some(())
+}
+
+/// Fills `out` per horizon from the recent rate and the level; returns the
+/// first horizon's rate.
+fn fill(
+    ctx: &UserForecastContext,
+    recent: f64,
+    level: f64,
+    out: &mut [UserHorizonForecast],
+) -> f64 {
     let bucket_s = ctx.count_bucket_ms as f64 / 1_000.0;
     let mut first_rps = level;
     for (i, slot) in out.iter_mut().enumerate().take(ctx.horizons_ms.len()) {
@@ -323,8 +351,7 @@ pub fn forecast_user(
             count: ctx.count_quantiles(rps * bucket_s),
         };
     }
-    state.store(level, first_rps, total);
-    tick
+    first_rps
 }
 
 /// Mean rate over the completed buckets of the request window since the

@@ -15,6 +15,7 @@
 //! a way to refill it; the operator can always delete.
 
 use headroom_policies::Policy;
+use headroom_profiler::forecast::user::{peek_user, UserHorizonForecast};
 use headroom_profiler::next_action::ActionMark;
 use headroom_profiler::{Clock, CohortId, UserEntry, UserSnapshot};
 use http::header::RETRY_AFTER;
@@ -47,8 +48,81 @@ struct ProfileView {
     cohort: Option<CohortRef>,
     /// Likelihoods of the user's next action, once the table is built.
     next_action: Option<NextActionView>,
+    /// The user's forecasts, once a forecast tick has seen them.
+    forecast: Option<UserForecastView>,
     /// Rates, bytes, responses and sessions from the user's windows.
     behaviour: UserSnapshot,
+}
+
+/// A user's demand forecast at each horizon.
+#[derive(Debug, Serialize)]
+struct UserForecastView {
+    /// Whether `x-headroom-forecast-rps` carries this forecast now (else
+    /// the smoothed current rate), and why.
+    used_in_headers: bool,
+    reason: &'static str,
+    horizons: Vec<UserHorizonView>,
+}
+
+/// Median and 90th percentile of one forecast quantity.
+#[derive(Debug, Serialize)]
+struct Band {
+    median: f64,
+    p90: f64,
+}
+
+/// One horizon. Requests come from the forecaster; the other quantities
+/// are derived from them with the user's own recent ratios: bytes per
+/// request, and backend time per request (Little's law turns the backend
+/// seconds per second into the expected concurrency).
+#[derive(Debug, Serialize)]
+struct UserHorizonView {
+    horizon_s: u64,
+    requests_per_second: Band,
+    bytes_out_per_second: Band,
+    backend_seconds_per_second: Band,
+    concurrency: Band,
+}
+
+/// The user's forecasts from the latest tick's context, read-only.
+fn user_forecast(
+    shared: &Shared,
+    entry: &UserEntry<UserState>,
+    behaviour: &UserSnapshot,
+    now_ms: u64,
+) -> Option<UserForecastView> {
+    let decisions = shared.decisions.load();
+    let ctx = decisions.user_context.as_ref()?;
+    let mut out = vec![UserHorizonForecast::default(); ctx.horizons_ms().len()];
+    peek_user(&entry.windows, &entry.extra.forecast, now_ms, ctx, &mut out)?;
+    let tick_s = decisions.tick_s.max(1e-3);
+    let bytes_per_request = if behaviour.responses > 0 {
+        behaviour.bytes_out as f64 / behaviour.responses as f64
+    } else {
+        0.0
+    };
+    let backend_s = behaviour.mean_latency_us.unwrap_or(0.0) / 1e6;
+    let band = |per_request: f64, f: &UserHorizonForecast| Band {
+        median: f.count.median / tick_s * per_request,
+        p90: f.count.p90 / tick_s * per_request,
+    };
+    let horizons = ctx
+        .horizons_ms()
+        .iter()
+        .zip(&out)
+        .map(|(&ms, f)| UserHorizonView {
+            horizon_s: ms / 1_000,
+            requests_per_second: band(1.0, f),
+            bytes_out_per_second: band(bytes_per_request, f),
+            backend_seconds_per_second: band(backend_s, f),
+            concurrency: band(backend_s, f),
+        })
+        .collect();
+    Some(UserForecastView {
+        used_in_headers: decisions.use_forecast,
+        reason: decisions.reason,
+        horizons,
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -159,6 +233,7 @@ pub fn get(shared: &Shared, caller: Caller, id: &str) -> Reply {
             name: insights.cohorts.get(id).map(|c| c.name.clone()),
         }),
         next_action: last.and_then(|l| next_action(&insights, policy, cohort, l, now_ms)),
+        forecast: user_forecast(shared, &entry, &behaviour, now_ms),
         behaviour,
     };
     Reply::json(StatusCode::OK, &view)
@@ -244,5 +319,53 @@ pub fn delete(shared: &Shared, caller: Caller, id: &str) -> Reply {
         Reply::empty(StatusCode::NO_CONTENT)
     } else {
         Reply::error(StatusCode::NOT_FOUND, NOT_FOUND)
+    }
+}
+
+#[cfg(test)]
+mod forecast_tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use arc_swap::ArcSwap;
+
+    use super::*;
+    use crate::forecaster::{Decisions, ForecasterService};
+    use crate::insights::test_support::{arrive, headers, shared};
+
+    #[test]
+    fn profile_shows_the_users_forecast_per_horizon_after_a_tick() {
+        let shared = shared();
+        let decisions = Arc::new(ArcSwap::from_pointee(Decisions::initial(
+            Duration::from_secs(1),
+        )));
+        let service = ForecasterService::new(
+            Arc::clone(&shared),
+            Arc::clone(&decisions),
+            Duration::from_secs(1),
+        );
+        let now = shared.clock.now_ms();
+        let bob = headers("x-api-key", "k_bob");
+        let key = (0..50).fold(0, |_, i| arrive(&shared, &bob, "/", now + i));
+
+        // Before any tick: no forecast section.
+        let before = get(&shared, Caller::Operator, &format!("{key:016x}"));
+        let json: serde_json::Value = serde_json::from_slice(&before.body).expect("json");
+        assert!(json["forecast"].is_null(), "{json}");
+
+        service.run_ticks_for_test(2);
+        // The test Shared has its own decisions cell: publish into it too.
+        shared.decisions.store(decisions.load_full());
+
+        let after = get(&shared, Caller::Operator, &format!("{key:016x}"));
+        let json: serde_json::Value = serde_json::from_slice(&after.body).expect("json");
+        let horizons = json["forecast"]["horizons"].as_array().expect("horizons");
+        assert_eq!(horizons.len(), 4);
+        for h in horizons {
+            let rps = &h["requests_per_second"];
+            assert!(rps["p90"].as_f64() >= rps["median"].as_f64(), "{h}");
+            assert!(h["concurrency"]["p90"].as_f64().is_some(), "{h}");
+        }
+        assert!(json["forecast"]["reason"].is_string());
     }
 }
