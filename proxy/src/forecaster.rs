@@ -30,18 +30,19 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use headroom_profiler::cohort::MAX_COHORTS;
 use headroom_profiler::forecast::user::{
     demand_multipliers, forecast_user, CountCalibration, UserForecastContext, UserHorizonForecast,
 };
 use headroom_profiler::forecast::{
     AccuracyTracker, DemandForecaster, Forecast, Forecaster, ModelKind, Seasonality,
 };
-use headroom_profiler::Clock;
+use headroom_profiler::{Clock, CohortId};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use serde::Serialize;
 
-use crate::insights::{ForecastView, HorizonForecastView};
+use crate::insights::{CohortForecastView, ForecastView, HorizonForecastView};
 use crate::metrics::FORECAST_METRICS;
 use crate::state::Shared;
 
@@ -170,6 +171,9 @@ struct TickState {
     index: u64,
     last_total: Option<u64>,
     last_ms: u64,
+    /// One demand forecaster per cohort id, fed each tick with the requests
+    /// of the users currently assigned to it.
+    cohorts: Vec<DemandForecaster>,
     /// The one-tick-ahead median issued last tick, before event multipliers:
     /// the baseline an event's measured effect is judged against.
     last_plain_forecast: Option<f64>,
@@ -194,6 +198,10 @@ impl ForecasterService {
                 return None;
             }
         };
+        let cohorts = (0..MAX_COHORTS)
+            .map(|_| DemandForecaster::new(season, &HORIZONS))
+            .collect::<Result<Vec<_>, _>>()
+            .ok()?;
         let horizons_ms: Vec<u64> = HORIZONS.iter().map(|&h| u64::from(h) * tick_ms).collect();
         let mut context = UserForecastContext::new(&horizons_ms, tick_ms);
         context.set_elapsed_ms(tick_ms);
@@ -207,6 +215,7 @@ impl ForecasterService {
             last_total: None,
             last_ms: self.shared.clock.now_ms(),
             last_plain_forecast: None,
+            cohorts,
         })
     }
 
@@ -248,19 +257,27 @@ impl ForecasterService {
         st.calibration.begin_tick();
         st.context.set_spread(st.calibration.quantiles());
         let (context, out, calibration) = (&st.context, &mut st.out, &mut st.calibration);
+        let mut per_cohort = [0.0f64; MAX_COHORTS];
         shared.users.for_each(|_, entry| {
             let tick = forecast_user(&entry.windows, &entry.extra.forecast, now_ms, context, out);
             if let Some(expected) = tick.expected {
                 calibration.observe(expected, tick.observed);
+                if let (_, Some(cohort)) = entry.windows.last_action().load() {
+                    per_cohort[cohort.index()] += tick.observed;
+                }
             }
         });
+        for (forecaster, observed) in st.cohorts.iter_mut().zip(per_cohort) {
+            forecaster.observe(observed);
+        }
 
         // 3. Scores and the snapshots (hot path, admin API).
         self.export_scores(st);
         let decisions = self.decide(st, now_ms);
+        let cohorts = self.cohort_views(st, now_ms);
         shared
             .insights
-            .publish_forecast(Some(forecast_view(&decisions)), Vec::new());
+            .publish_forecast(Some(forecast_view(&decisions)), cohorts);
         self.decisions.store(Arc::new(decisions));
     }
 
@@ -271,6 +288,48 @@ impl ForecasterService {
         for _ in 0..n {
             self.tick(&mut st);
         }
+    }
+
+    /// Forecast views of the cohorts that exist now.
+    fn cohort_views(&self, st: &TickState, now_ms: u64) -> Vec<CohortForecastView> {
+        let tick_s = self.tick.as_secs_f64();
+        let live = self.shared.insights.snapshot();
+        st.cohorts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, forecaster)| {
+                let id = CohortId::new(u8::try_from(i).ok()?)?;
+                live.cohorts.get(id)?;
+                let horizons = HORIZONS
+                    .iter()
+                    .map(|&h| {
+                        let at = self.at_horizon(now_ms, h);
+                        let m = self
+                            .shared
+                            .insights
+                            .events
+                            .multiplier_at(at, Some(id), None);
+                        let f = forecaster.forecast(h);
+                        HorizonForecastView {
+                            horizon_s: u64::from(h) * self.tick.as_secs(),
+                            median_rps: f.median * m / tick_s,
+                            p90_rps: f.p90 * m / tick_s,
+                        }
+                    })
+                    .collect();
+                let best = forecaster.best(HORIZONS[0]);
+                Some(CohortForecastView {
+                    cohort: id,
+                    forecast: ForecastView {
+                        computed_at_ms: now_ms,
+                        model: best.map_or("none", ModelKind::name).to_owned(),
+                        fallback_to_current_rate: matches!(best, None | Some(ModelKind::Naive)),
+                        reason: "cohort series: requests of the users assigned to it".to_owned(),
+                        horizons,
+                    },
+                })
+            })
+            .collect()
     }
 
     /// Clock time `horizon` ticks after `now_ms`.

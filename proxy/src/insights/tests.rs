@@ -250,3 +250,32 @@ fn censoring_leaves_one_tick_before_eviction() {
     assert_eq!(censor_after_ms(Duration::from_secs(10), tick), 5_000);
     assert_eq!(censor_after_ms(Duration::from_secs(5), tick), 2_500);
 }
+
+#[test]
+fn the_forecaster_publishes_a_forecast_for_every_cohort() {
+    use crate::forecaster::{Decisions, ForecasterService};
+    use arc_swap::ArcSwap;
+    use std::time::Duration;
+
+    let shared = shared();
+    let end = two_populations(&shared, 40);
+    let mut ticker = Ticker::new(&shared).expect("ticker");
+    ticker.tick(&shared, end + 1_000);
+    let k = shared.insights.snapshot().cohorts.k();
+    let tick = Duration::from_secs(1);
+    let decisions = Arc::new(ArcSwap::from_pointee(Decisions::initial(tick)));
+    let service = ForecasterService::new(Arc::clone(&shared), decisions, tick);
+
+    service.run_ticks_for_test(3);
+
+    let insights = shared.insights.snapshot();
+    assert_eq!(insights.cohort_forecasts.len(), k, "one per cohort");
+    for c in &insights.cohort_forecasts {
+        assert_eq!(c.forecast.horizons.len(), 4);
+        assert!(c
+            .forecast
+            .horizons
+            .iter()
+            .all(|h| h.p90_rps >= h.median_rps));
+    }
+}
