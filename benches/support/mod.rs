@@ -33,9 +33,7 @@ use headroom::identity::IdentityError;
 use headroom::insights::InsightsHub;
 use headroom::metrics::{Metrics, Outcome};
 use headroom::state::{Runtime, Shared, UpstreamOptions, UserState};
-use headroom_policies::{
-    classify_user_agent, Attributes, Device, RouteKind, SourceKind, TierId, Verdict,
-};
+use headroom_policies::{Attributes, Device, DeviceCache, RouteKind, SourceKind, TierId, Verdict};
 use headroom_profiler::{Clock, SystemClock, TableConfig, UserEntry, UserTable};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora::lb::LoadBalancer;
@@ -124,6 +122,7 @@ pub fn shared() -> Arc<Shared> {
     let decisions = Decisions::initial(config.profiler.forecast_tick);
     Arc::new(Shared {
         admission: Arc::new(admission),
+        devices: DeviceCache::new(),
         decisions: Arc::new(ArcSwap::from_pointee(decisions)),
         insights,
         runtime: ArcSwap::from_pointee(runtime),
@@ -160,7 +159,7 @@ pub fn decide(shared: &Shared, req: &BenchRequest) -> Result<Decision, IdentityE
         plan: identity.plan.as_deref(),
         role: identity.role.as_deref(),
         location: rt.identity.location(&req.headers),
-        device: user_agent.map_or(Device::Other, classify_user_agent),
+        device: user_agent.map_or(Device::Other, |ua| shared.devices.classify(ua)),
         authenticated: matches!(identity.source, SourceKind::ApiKey | SourceKind::Jwt),
         source: identity.source,
     };

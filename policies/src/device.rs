@@ -28,6 +28,10 @@
 //! a bot; markers past the first 512 bytes are not seen; an app's own UA
 //! without a platform token (`Reeder/2.1.1 CFNetwork/672.0.8`) is `Other`.
 
+mod cache;
+
+pub use cache::DeviceCache;
+
 use headroom_config::Device;
 
 /// Bytes of the UA examined; real UAs are 50 to 300 bytes, and this bounds

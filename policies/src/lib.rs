@@ -31,7 +31,7 @@ mod rules;
 mod tier;
 
 pub use clock::LimiterClock;
-pub use device::{classify_user_agent, FromUserAgent, SCAN_LIMIT};
+pub use device::{classify_user_agent, DeviceCache, FromUserAgent, SCAN_LIMIT};
 pub use headroom_config::{Device, RouteKind, SourceKind};
 pub use limiter::{UserBucket, Verdict};
 pub use policy::{Policy, PolicyError};

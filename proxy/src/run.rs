@@ -32,6 +32,7 @@ use crate::reload::Reloader;
 use crate::service::HeadroomProxy;
 use crate::state::{Shared, UpstreamOptions};
 use crate::sweeper::Sweeper;
+use headroom_policies::DeviceCache;
 
 /// Command-line overrides of the config file's listeners and upstreams, so
 /// one file serves many set-ups.
@@ -147,6 +148,7 @@ pub fn build_server(
         clock: SystemClock,
         upstreams,
         decisions: Arc::clone(&decisions),
+        devices: DeviceCache::new(),
         admission: Arc::new(AdmissionGate::new(
             &config.admission,
             tier_queues,

@@ -20,9 +20,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use headroom_policies::{
-    classify_user_agent, Attributes, Device, RouteKind, SourceKind, TierId, Verdict,
-};
+use headroom_policies::{Attributes, Device, RouteKind, SourceKind, TierId, Verdict};
 use headroom_profiler::{Clock, UserEntry};
 use http::HeaderValue;
 use pingora::http::ResponseHeader;
@@ -163,7 +161,7 @@ impl ProxyHttp for HeadroomProxy {
             plan: identity.plan.as_deref(),
             role: identity.role.as_deref(),
             location: rt.identity.location(&req.headers),
-            device: user_agent.map_or(Device::Other, classify_user_agent),
+            device: user_agent.map_or(Device::Other, |ua| self.shared.devices.classify(ua)),
             authenticated: matches!(identity.source, SourceKind::ApiKey | SourceKind::Jwt),
             source: identity.source,
         };

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use headroom_policies::{Policy, Tier, TierId, UserBucket, Verdict};
+use headroom_policies::{DeviceCache, Policy, Tier, TierId, UserBucket, Verdict};
 use headroom_profiler::forecast::user::UserForecastState;
 use headroom_profiler::{SystemClock, UserEntry, UserTable};
 use http::HeaderValue;
@@ -159,6 +159,9 @@ pub struct Shared {
     pub upstream_options: UpstreamOptions,
     /// Concurrency limit and fair queue in front of the upstreams.
     pub admission: Arc<AdmissionGate>,
+    /// Memo of user-agent device classes (the classifier is the costliest
+    /// step of a decision otherwise).
+    pub devices: DeviceCache,
     /// The forecaster's latest decisions, read per request.
     pub decisions: Arc<ArcSwap<Decisions>>,
     /// Cohorts, next action, latency sensitivity, events and the admin

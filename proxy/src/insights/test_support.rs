@@ -94,6 +94,7 @@ pub(crate) fn shared_from(yaml: &str) -> Arc<Shared> {
             idle_timeout: config.upstream_timeouts.idle,
         },
         admission: Arc::new(admission),
+        devices: headroom_policies::DeviceCache::new(),
         decisions: Arc::new(ArcSwap::from_pointee(
             crate::forecaster::Decisions::initial(config.profiler.forecast_tick),
         )),
