@@ -10,8 +10,11 @@
 
 use std::net::IpAddr;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use ipnet::IpNet;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
 /// Which forwarding header the trusted proxies write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,9 +54,10 @@ impl ClientIpResolver {
         if !self.is_trusted(peer) {
             return Some(peer);
         }
+        // Prebuilt names: a `&str` would be parsed into a name on every call.
         let name = match self.header {
-            ForwardedHeader::XForwardedFor => "x-forwarded-for",
-            ForwardedHeader::Forwarded => "forwarded",
+            ForwardedHeader::XForwardedFor => &X_FORWARDED_FOR,
+            ForwardedHeader::Forwarded => &FORWARDED,
         };
 
         // Several header lines are one list, in order; walk them backwards.

@@ -88,7 +88,9 @@ pub struct Identity {
     pub plan: Option<Arc<str>>,
     /// Role attribute, from a token claim or the key table.
     pub role: Option<Arc<str>>,
-    /// The client address after trusted-proxy handling.
+    /// The client address after trusted-proxy handling, for identities
+    /// made from it (client IP, anonymous); `None` for key, token and cookie
+    /// identities, whose requests never pay for walking the forwarded chain.
     pub client_ip: Option<IpAddr>,
     /// Whether a credential was verified (a key from the key table, a
     /// signed token): such users are never displaced from a full user table
@@ -182,13 +184,15 @@ impl IdentityResolver {
         peer: Option<IpAddr>,
         headers: &HeaderMap,
     ) -> Result<Identity, IdentityError> {
-        let client_ip = self.client_ip.resolve(peer, headers);
+        // The forwarded chain is walked only if a source needs the address:
+        // most requests are identified by a key or a token first.
+        let client_ip = || self.client_ip.resolve(peer, headers);
         for source in &self.sources {
-            if let Some(identity) = self.try_source(source, client_ip, headers)? {
+            if let Some(identity) = self.try_source(source, &client_ip, headers)? {
                 return Ok(identity);
             }
         }
-        self.anonymous(client_ip)
+        self.anonymous(client_ip())
     }
 
     /// The location attribute, when the configured header is present.
@@ -200,7 +204,7 @@ impl IdentityResolver {
     fn try_source(
         &self,
         source: &Source,
-        client_ip: Option<IpAddr>,
+        client_ip: &dyn Fn() -> Option<IpAddr>,
         headers: &HeaderMap,
     ) -> Result<Option<Identity>, IdentityError> {
         let plain = |source: IdentitySource, id: &[u8]| Identity {
@@ -208,7 +212,7 @@ impl IdentityResolver {
             source,
             plan: None,
             role: None,
-            client_ip,
+            client_ip: None,
             verified: false,
         };
         match source {
@@ -255,16 +259,17 @@ impl IdentityResolver {
                     Err(e) if *reject_invalid => Err(e.into()),
                     Err(e) => {
                         tracing::debug!(error = %e, "invalid token treated as anonymous");
-                        self.anonymous(client_ip).map(Some)
+                        self.anonymous(client_ip()).map(Some)
                     }
                 }
             }
             Source::Cookie { name } => {
                 Ok(cookie(headers, name).map(|v| plain(IdentitySource::Cookie, v.as_bytes())))
             }
-            Source::ClientIp => {
-                Ok(client_ip.map(|ip| plain(IdentitySource::ClientIp, &ip_bytes(ip))))
-            }
+            Source::ClientIp => Ok(client_ip().map(|ip| Identity {
+                client_ip: Some(ip),
+                ..plain(IdentitySource::ClientIp, &ip_bytes(ip))
+            })),
         }
     }
 
