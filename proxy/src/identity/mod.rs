@@ -258,8 +258,11 @@ impl IdentityResolver {
                     }
                     Err(e) if *reject_invalid => Err(e.into()),
                     Err(e) => {
-                        tracing::debug!(error = %e, "invalid token treated as anonymous");
-                        self.anonymous(client_ip()).map(Some)
+                        // `on_invalid: anonymous`: ignore the token, as if
+                        // absent; later sources and then the anonymous
+                        // policy decide.
+                        tracing::debug!(error = %e, "invalid token ignored");
+                        Ok(None)
                     }
                 }
             }
@@ -413,5 +416,44 @@ mod tests {
             p.key(IdentitySource::ApiKey, b"x"),
             p.key(IdentitySource::Cookie, b"x")
         );
+    }
+
+    #[test]
+    fn ignored_invalid_token_lets_later_sources_identify() {
+        let verifier = JwtVerifier::new(
+            vec![JwtKey::hmac(
+                None,
+                jsonwebtoken::Algorithm::HS256,
+                b"0123456789abcdef0123456789abcdef",
+            )],
+            JwtRules {
+                issuer: None,
+                audience: None,
+                leeway_secs: 0,
+                user_claim: "sub".into(),
+                plan_claim: "plan".into(),
+                role_claim: "role".into(),
+            },
+        );
+        let jwt = Source::Jwt {
+            header: HeaderName::from_static("authorization"),
+            verifier,
+            reject_invalid: false,
+        };
+        let r = resolver(
+            vec![jwt, Source::Cookie { name: "sid".into() }],
+            AnonymousMode::Reject,
+        );
+        let mut h = with("authorization", "Bearer not.a.token");
+        h.insert("cookie", HeaderValue::from_static("sid=abc"));
+
+        let id = r.identify(None, &h).expect("the cookie identifies");
+
+        assert_eq!(id.source, IdentitySource::Cookie);
+        let no_cookie = with("authorization", "Bearer not.a.token");
+        assert!(matches!(
+            r.identify(None, &no_cookie),
+            Err(IdentityError::Anonymous)
+        ));
     }
 }
