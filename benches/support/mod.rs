@@ -33,7 +33,7 @@ use headroom::identity::IdentityError;
 use headroom::insights::InsightsHub;
 use headroom::metrics::{Metrics, Outcome};
 use headroom::state::{Runtime, Shared, UpstreamOptions, UserState};
-use headroom_policies::{Attributes, Device, DeviceCache, RouteKind, SourceKind, TierId, Verdict};
+use headroom_policies::{DeviceCache, RouteKind, TierId, Verdict};
 use headroom_profiler::{Clock, SystemClock, TableConfig, UserEntry, UserTable};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora::lb::LoadBalancer;
@@ -151,33 +151,14 @@ pub fn decide(shared: &Shared, req: &BenchRequest) -> Result<Decision, IdentityE
     let rt = shared.runtime.load_full();
     let identity = rt.identity.identify(Some(req.peer), &req.headers)?;
 
-    let user_agent = req
-        .headers
-        .get(http::header::USER_AGENT)
-        .and_then(|v| v.to_str().ok());
-    let attrs = Attributes {
-        plan: identity.plan.as_deref(),
-        role: identity.role.as_deref(),
-        location: rt.identity.location(&req.headers),
-        device: user_agent.map_or(Device::Other, |ua| shared.devices.classify(ua)),
-        authenticated: matches!(identity.source, SourceKind::ApiKey | SourceKind::Jwt),
-        source: identity.source,
-    };
-    let tier = rt.policy.tier_for(&attrs);
-    let route = rt.policy.classify(req.path);
-    let bytes_in = req
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        .unwrap_or(0)
-        .min(MAX_RECORDED_BODY);
-
-    let now_ms = shared.clock.now_ms();
-    let user = shared.user(identity.key, now_ms, identity.verified);
-    let transition = user.windows.record_arrival(now_ms, route.id, bytes_in);
-    headroom::insights::record_arrival(shared, &user, &transition, route.id, &attrs);
-    let verdict = rt.policy.check(&user.extra.bucket, tier, route.cost);
-    user.extra.decision.record(tier, &verdict);
+    let arrival = shared.arrive(
+        &rt,
+        &identity,
+        &req.headers,
+        req.path,
+        shared.clock.now_ms(),
+    );
+    let (user, tier, route, verdict) = (arrival.user, arrival.tier, arrival.route, arrival.verdict);
 
     // Admission: the gate's fast path resolves on the first poll.
     let permit = shared

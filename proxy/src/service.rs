@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use headroom_policies::{Attributes, Device, RouteKind, SourceKind, TierId, Verdict};
+use headroom_policies::{RouteKind, TierId, Verdict};
 use headroom_profiler::{Clock, UserEntry};
 use http::HeaderValue;
 use pingora::http::ResponseHeader;
@@ -31,10 +31,6 @@ use crate::admission::Permit;
 use crate::headers;
 use crate::metrics::Outcome;
 use crate::state::{Runtime, Shared, UserState};
-
-/// Largest request body size recorded from `Content-Length` (1 TiB): a
-/// client's absurd value must not overflow the user's byte counters.
-const MAX_RECORDED_BODY: u64 = 1 << 40;
 
 /// Per-request state carried between the phases.
 pub struct RequestCtx {
@@ -152,43 +148,17 @@ impl ProxyHttp for HeadroomProxy {
             }
         };
 
-        // Tier from attributes (anonymous users fall back to their own tier).
-        let user_agent = req
-            .headers
-            .get(http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok());
-        let attrs = Attributes {
-            plan: identity.plan.as_deref(),
-            role: identity.role.as_deref(),
-            location: rt.identity.location(&req.headers),
-            device: user_agent.map_or(Device::Other, |ua| self.shared.devices.classify(ua)),
-            authenticated: matches!(identity.source, SourceKind::ApiKey | SourceKind::Jwt),
-            source: identity.source,
-        };
-        let tier = rt.policy.tier_for(&attrs);
-        let route = rt.policy.classify(req.uri.path());
-        let bytes_in = req
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-            .unwrap_or(0)
-            .min(MAX_RECORDED_BODY);
-
-        // Record the arrival: demand counts whether or not it is admitted.
+        // Tier, route, arrival and the rate-limit check (see `Shared::arrive`).
         let now_ms = self.shared.clock.now_ms();
-        let user = self.shared.user(identity.key, now_ms, identity.verified);
-        let transition = user.windows.record_arrival(now_ms, route.id, bytes_in);
-        crate::insights::record_arrival(&self.shared, &user, &transition, route.id, &attrs);
+        let arrival = self
+            .shared
+            .arrive(&rt, &identity, &req.headers, req.uri.path(), now_ms);
+        let (user, tier, route, verdict) =
+            (arrival.user, arrival.tier, arrival.route, arrival.verdict);
         ctx.user_key = identity.key;
         ctx.route = route.id;
         ctx.route_kind = route.kind;
         ctx.tier = Some(tier);
-
-        // Rate limit: the bucket lives in the user's entry, so a tier change or
-        // a reload keeps whatever the user has already spent.
-        let cost = route.cost;
-        let verdict = rt.policy.check(&user.extra.bucket, tier, cost);
-        user.extra.decision.record(tier, &verdict);
         ctx.user = Some(user);
         ctx.verdict = Some(verdict);
         if let Verdict::Limited {

@@ -7,16 +7,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use headroom_policies::{DeviceCache, Policy, Tier, TierId, UserBucket, Verdict};
+use headroom_policies::{
+    Attributes, Device, DeviceCache, Policy, RouteClass, SourceKind, Tier, TierId, UserBucket,
+    Verdict,
+};
 use headroom_profiler::forecast::user::UserForecastState;
 use headroom_profiler::{SystemClock, UserEntry, UserTable};
-use http::HeaderValue;
+use http::{HeaderMap, HeaderValue};
 use pingora::lb::{selection::RoundRobin, LoadBalancer};
 use pingora::prelude::HttpPeer;
 
 use crate::admission::{AdmissionGate, TierQueue};
 use crate::forecaster::Decisions;
-use crate::identity::IdentityResolver;
+use crate::identity::{Identity, IdentityResolver};
 use crate::insights::{InsightsHub, LastDecision, UserAttributeCell};
 use crate::metrics::{Metrics, TierMetrics, NO_TIER};
 
@@ -202,3 +205,69 @@ impl Shared {
         }
     }
 }
+
+/// What the request phase decided for one identified request.
+pub struct Arrival {
+    /// The user's entry (or the shared overflow entry).
+    pub user: Arc<UserEntry<UserState>>,
+    /// The tier the request is served in.
+    pub tier: TierId,
+    /// The request's route class.
+    pub route: RouteClass,
+    /// The rate-limit verdict.
+    pub verdict: Verdict,
+}
+
+impl Shared {
+    /// The synchronous heart of the request phase, shared by the proxy, the
+    /// benches and the tests so all three run the same code: attributes,
+    /// tier, route class, user lookup, arrival recording (windows and
+    /// insights), and the rate-limit check against the user's own bucket (so
+    /// a tier change or a reload keeps whatever the user already spent).
+    /// `now_ms` is the profiler clock's time (injected so tests and replays
+    /// run on simulated time).
+    pub fn arrive(
+        &self,
+        rt: &Runtime,
+        identity: &Identity,
+        headers: &HeaderMap,
+        path: &str,
+        now_ms: u64,
+    ) -> Arrival {
+        let user_agent = headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok());
+        let attrs = Attributes {
+            plan: identity.plan.as_deref(),
+            role: identity.role.as_deref(),
+            location: rt.identity.location(headers),
+            device: user_agent.map_or(Device::Other, |ua| self.devices.classify(ua)),
+            authenticated: matches!(identity.source, SourceKind::ApiKey | SourceKind::Jwt),
+            source: identity.source,
+        };
+        let tier = rt.policy.tier_for(&attrs);
+        let route = rt.policy.classify(path);
+        let bytes_in = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .unwrap_or(0)
+            .min(MAX_RECORDED_BODY);
+
+        // Demand counts whether or not it is admitted.
+        let user = self.user(identity.key, now_ms, identity.verified);
+        let transition = user.windows.record_arrival(now_ms, route.id, bytes_in);
+        crate::insights::record_arrival(self, &user, &transition, route.id, &attrs);
+        let verdict = rt.policy.check(&user.extra.bucket, tier, route.cost);
+        user.extra.decision.record(tier, &verdict);
+        Arrival {
+            user,
+            tier,
+            route,
+            verdict,
+        }
+    }
+}
+
+/// Largest request body size recorded from `Content-Length` (1 TiB): a
+/// client's absurd value must not overflow the user's byte counters.
+const MAX_RECORDED_BODY: u64 = 1 << 40;

@@ -6,7 +6,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use headroom_policies::{classify_user_agent, Attributes};
 use headroom_profiler::{SystemClock, TableConfig, UserTable};
 use http::HeaderMap;
 use pingora::lb::LoadBalancer;
@@ -117,21 +116,13 @@ pub(crate) fn arrive(shared: &Shared, headers: &HeaderMap, path: &str, now_ms: u
     let rt = shared.runtime.load_full();
     let peer = "192.0.2.10".parse().ok();
     let identity = rt.identity.identify(peer, headers).expect("identified");
-    let attrs = Attributes {
-        plan: identity.plan.as_deref(),
-        role: identity.role.as_deref(),
-        location: rt.identity.location(headers),
-        device: classify_user_agent("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0)"),
-        authenticated: identity.verified,
-        source: identity.source,
-    };
-    let tier = rt.policy.tier_for(&attrs);
-    let route = rt.policy.classify(path);
-    let user = shared.user(identity.key, now_ms, identity.verified);
-    let transition = user.windows.record_arrival(now_ms, route.id, 0);
-    super::record_arrival(shared, &user, &transition, route.id, &attrs);
-    let verdict = rt.policy.check(&user.extra.bucket, tier, route.cost);
-    user.extra.decision.record(tier, &verdict);
+    // Every test user browses from a phone unless the headers say otherwise.
+    let mut headers = headers.clone();
+    if !headers.contains_key(http::header::USER_AGENT) {
+        let phone = http::HeaderValue::from_static("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0)");
+        headers.insert(http::header::USER_AGENT, phone);
+    }
+    shared.arrive(&rt, &identity, &headers, path, now_ms);
     identity.key
 }
 
