@@ -13,8 +13,8 @@
 //! habits ([`ActivitySignature`], for cohorts), and reactions to slow
 //! responses ([`LatencySignals`], for latency sensitivity).
 //!
-//! Memory with the default shape (1 s x 60 buckets): 480 bytes of request
-//! buckets, 240 bytes of activity buckets and 168 bytes inline, 888 in all;
+//! Memory with the default shape (1 s x 60 buckets): 240 bytes of request
+//! buckets, 240 bytes of activity buckets and 176 bytes inline, 656 in all;
 //! [`UserShape::bytes_per_user`] gives the figure for any shape.
 
 use std::mem::size_of;

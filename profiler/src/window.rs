@@ -7,31 +7,47 @@
 //!
 //! The window is a ring of `N` buckets of `bucket_ms` each. Time is cut into
 //! periods (`period = now_ms / bucket_ms`), and period `p` lives in slot
-//! `p % N`. Each slot is a single `AtomicU64` packing the period it holds (its
-//! tag, the low 32 bits of the period) and that period's count (32 bits).
-//! Because tag and count share one word, moving a slot to a new period and
-//! counting into it is one compare-and-swap: no increment can race a reset,
-//! so the window is exact, unlike designs that keep the tag and the counter
-//! in separate words (see [`crate::MultiWindow`] for that trade-off). It also
-//! halves the memory: 8 bytes per bucket.
+//! `p % N`. Each slot is a single `AtomicU32` packing a short tag of the
+//! period it holds (its low `T` bits) and that period's count (the other
+//! `32 - T` bits). Because tag and count share one word, moving a slot to a
+//! new period and counting into it is one compare-and-swap: no increment can
+//! race a reset, so the window is exact, unlike designs that keep the tag and
+//! the counter in separate words (see [`crate::MultiWindow`] for that
+//! trade-off). At 4 bytes per bucket a default window (60 buckets) costs 240
+//! bytes per user.
+//!
+//! A short tag is enough because the window also keeps the newest period it
+//! has counted (`newest`, full width), and whoever moves `newest` forward
+//! empties the slots of the periods it skipped. So every non-empty slot holds
+//! a period in `newest - N + 1 ..= newest`, and `T` is chosen so that
+//! `2^T >= 4 N`: within that range, and for any reader within `N` periods of
+//! it, the short tags name periods without ambiguity. Readers further than
+//! `N` periods from `newest` see an empty window without looking at slots.
 //!
 //! Accuracy, with numbers:
 //! - Every add is counted in its own period's bucket, except an add for a
-//!   period whose slot already holds a later period. Such an add is at least
-//!   one full window (`N` periods) older than the newest add, so it lies
-//!   outside the window of any reader at the current time; it is dropped and
-//!   [`Window::add`] returns `false`.
-//! - A bucket's count saturates at `u32::MAX` (4 294 967 295): 4.3 million
-//!   requests per second for one user with 1 s buckets.
-//! - Tags are periods modulo 2^32, compared with wrapping arithmetic. A slot
-//!   left untouched for 2^31 periods or more (24.8 days with 1 ms buckets,
-//!   68 years with 1 s buckets) may be mistaken for a newer one. Idle users
-//!   are evicted long before that.
+//!   period at least one full window (`N` periods) older than the newest add,
+//!   which lies outside the window of any reader at the current time; it is
+//!   dropped and [`Window::add`] returns `false`.
+//! - A bucket's count saturates at `2^(32 - T) - 1`: 16 777 215 for windows
+//!   of up to 64 buckets (`T = 8`; 16.7 million requests per second for one
+//!   user with 1 s buckets), 65 535 at the largest window of 10 000 buckets
+//!   (`T = 16`). [`WindowShape::max_count`] gives the figure for a shape.
 //! - A reader sums the slots one by one, so a sum taken while others add is
 //!   not a snapshot of one instant; it counts each add either fully or not at
-//!   all.
+//!   all. For the few hundred nanoseconds in which a user's first add after
+//!   an idle spell empties the skipped slots, a concurrent reader may count a
+//!   bucket from before the idle spell whose short tag happens to match one
+//!   in its window (never more than was added).
+//! - After an idle spell of `2^T - 2N` periods or more (136 s for the default
+//!   60 x 1 s window) the short tags cannot tell old slots from new, so the
+//!   first add empties every slot: an add for the same user made by another
+//!   thread within those few hundred nanoseconds may be lost. A thread that
+//!   stalls between its steps across a period boundary can likewise leave
+//!   one bucket that a later reader miscounts; idle users are evicted long
+//!   before either matters to a forecast.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Why a window shape is invalid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -123,42 +139,88 @@ impl WindowShape {
     }
 }
 
-/// Bits of a slot word holding the period tag (the high half).
-const TAG_SHIFT: u32 = 32;
+impl WindowShape {
+    /// Bits of a slot word that tag its period: the fewest that name
+    /// `4 * buckets` periods apart, and at least 8 (see the module docs).
+    pub(crate) fn tag_bits(self) -> u32 {
+        (4 * self.buckets)
+            .next_power_of_two()
+            .trailing_zeros()
+            .max(8)
+    }
 
-/// Packs a period tag and a count into one slot word.
-fn pack(tag: u32, count: u32) -> u64 {
-    (u64::from(tag) << TAG_SHIFT) | u64::from(count)
+    /// The largest count one bucket holds: `2^(32 - tag bits) - 1`
+    /// (16 777 215 up to 64 buckets, 65 535 at 10 000). Larger counts
+    /// saturate.
+    pub fn max_count(self) -> u32 {
+        u32::MAX >> self.tag_bits()
+    }
 }
 
-/// Splits a slot word into (tag, count).
-fn unpack(word: u64) -> (u32, u32) {
-    // Truncations are the point: each half is exactly 32 bits.
-    ((word >> TAG_SHIFT) as u32, word as u32)
+/// A slot word split into its period tag and count, for one window shape.
+#[derive(Debug, Clone, Copy)]
+struct Packing {
+    count_bits: u32,
+    tag_mask: u32,
+    count_mask: u32,
 }
 
-/// True when `slot_tag` is a later period than `tag`, in wrapping order.
-fn is_later(slot_tag: u32, tag: u32) -> bool {
-    let ahead = slot_tag.wrapping_sub(tag);
-    ahead != 0 && ahead < 1 << 31
+impl Packing {
+    fn of(shape: WindowShape) -> Self {
+        let tag_bits = shape.tag_bits();
+        Self {
+            count_bits: 32 - tag_bits,
+            tag_mask: u32::MAX >> (32 - tag_bits),
+            count_mask: shape.max_count(),
+        }
+    }
+
+    /// The tag of `period`: its low tag bits (the truncation is the point).
+    fn tag(self, period: u64) -> u32 {
+        period as u32 & self.tag_mask
+    }
+
+    fn pack(self, tag: u32, count: u32) -> u32 {
+        (tag << self.count_bits) | count
+    }
+
+    /// Splits a slot word into (tag, count).
+    fn unpack(self, word: u32) -> (u32, u32) {
+        (word >> self.count_bits, word & self.count_mask)
+    }
+
+    /// How many periods `tag` lies before `reader_tag`, in wrapping order:
+    /// exact when the true distance is in `-2^T + 1 .. 2^T` and reads as
+    /// `2^T` minus the gap for a tag after the reader's.
+    fn age(self, reader_tag: u32, tag: u32) -> u32 {
+        reader_tag.wrapping_sub(tag) & self.tag_mask
+    }
 }
 
 /// A lock-free sliding window of one counter; see the module docs.
 ///
-/// Memory: `8 * buckets` bytes on the heap plus 32 bytes inline.
+/// Memory: `4 * buckets` bytes on the heap plus 40 bytes inline.
 #[derive(Debug)]
 pub struct Window {
     shape: WindowShape,
+    /// The newest period counted so far (0 before the first add). Moves
+    /// only forward (`fetch_max`); the thread that moves it empties the
+    /// slots of the periods it skipped.
+    newest: AtomicU64,
     /// One packed (tag, count) word per bucket. A count of zero means the
     /// slot holds nothing, whatever its tag (adds of zero are not recorded).
-    slots: Box<[AtomicU64]>,
+    slots: Box<[AtomicU32]>,
 }
 
 impl Window {
     /// An empty window of the given shape.
     pub fn new(shape: WindowShape) -> Self {
-        let slots = (0..shape.buckets()).map(|_| AtomicU64::new(0)).collect();
-        Self { shape, slots }
+        let slots = (0..shape.buckets()).map(|_| AtomicU32::new(0)).collect();
+        Self {
+            shape,
+            newest: AtomicU64::new(0),
+            slots,
+        }
     }
 
     /// The window's geometry.
@@ -166,46 +228,65 @@ impl Window {
         self.shape
     }
 
-    /// Heap bytes a window of `shape` allocates: 8 per bucket.
+    /// Heap bytes a window of `shape` allocates: 4 per bucket.
     pub fn heap_bytes_for(shape: WindowShape) -> usize {
-        shape.buckets() as usize * std::mem::size_of::<AtomicU64>()
+        shape.buckets() as usize * std::mem::size_of::<AtomicU32>()
     }
 
-    /// Counts `n` events at `now_ms` (at most `u32::MAX` per bucket; larger
-    /// `n` saturate).
+    /// Counts `n` events at `now_ms` (at most [`WindowShape::max_count`]
+    /// per bucket; larger counts saturate).
     ///
-    /// Returns `false` when the add was dropped because its slot already
-    /// holds a later period, which happens only for a time at least one full
-    /// window older than a time already recorded (a clock that went
-    /// backwards by that much, or a thread that stalled that long). Adding
-    /// zero records nothing and returns `true`.
+    /// Returns `false` when the add was dropped because it is at least one
+    /// full window older than the newest add (a clock that went backwards
+    /// by that much, or a thread that stalled that long). Adding zero
+    /// records nothing and returns `true`.
     pub fn add(&self, now_ms: u64, n: u64) -> bool {
         if n == 0 {
             return true;
         }
         let period = self.shape.period(now_ms);
-        // Tags are periods modulo 2^32; see the module docs on wrapping.
-        let tag = period as u32;
-        let n = u32::try_from(n).unwrap_or(u32::MAX);
-        let slot = &self.slots[self.shape.slot(period)];
+        let buckets = u64::from(self.shape.buckets());
+
+        // Move `newest` forward if this is a later period, and empty the
+        // slots of the periods in between so no slot is left holding a
+        // period a short tag could confuse with a later one. Most adds fall
+        // in the newest period: a plain load then, so a busy user's window
+        // is not written twice per request. Relaxed: the slot words carry
+        // all the state readers need.
+        let seen = self.newest.load(Ordering::Relaxed);
+        let newest = if period > seen {
+            self.newest.fetch_max(period, Ordering::Relaxed)
+        } else {
+            seen
+        };
+        if period > newest {
+            self.empty_skipped(newest, period);
+        } else if newest - period >= buckets {
+            return false;
+        }
 
         // Read the slot, decide its next value, and publish it with one CAS;
         // if another thread changed the slot in between, decide again from
-        // what it wrote. Relaxed is enough everywhere: the word is the whole
-        // state (no other memory is published through it), and all CASes on
-        // one word are totally ordered, so no update can be lost.
+        // what it wrote. Relaxed is enough: the word is the whole state of
+        // its bucket, and all CASes on one word are totally ordered, so no
+        // update can be lost.
+        let packing = Packing::of(self.shape);
+        let tag = packing.tag(period);
+        let n = u32::try_from(n).unwrap_or(u32::MAX).min(packing.count_mask);
+        let slot = &self.slots[self.shape.slot(period)];
         let mut current = slot.load(Ordering::Relaxed);
         loop {
-            let (slot_tag, count) = unpack(current);
+            let (slot_tag, count) = packing.unpack(current);
             let next = if slot_tag == tag && count != 0 {
                 // Same period: count into it.
-                pack(tag, count.saturating_add(n))
-            } else if count != 0 && is_later(slot_tag, tag) {
-                // The slot already moved past our period: we are too old.
+                packing.pack(tag, count.saturating_add(n).min(packing.count_mask))
+            } else if count != 0 && packing.age(slot_tag, tag) < self.shape.buckets() {
+                // The slot holds a later period (ours is at most one window
+                // older than `newest`, so the short tags compare exactly).
                 return false;
             } else {
                 // Empty, or an older period: replace it with ours.
-                pack(tag, n)
+                packing.pack(tag, n)
             };
             match slot.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => return true,
@@ -218,18 +299,69 @@ impl Window {
         }
     }
 
+    /// Empties the slots of the periods after `from` and before `to`, the
+    /// newest period before and after this add moved it.
+    ///
+    /// After a short jump (less than `2^T - 2N` periods) every slot holds a
+    /// period at most `N` before `from`, so its short tag tells it from a
+    /// skipped period's: a slot is emptied unless a concurrent (late) add
+    /// already moved it to its skipped period. After a longer idle spell the
+    /// tags no longer tell, and every slot is emptied, `to`'s own included:
+    /// an add for this user made by another thread in the same instant may
+    /// be lost (see the module docs).
+    fn empty_skipped(&self, from: u64, to: u64) {
+        let buckets = u64::from(self.shape.buckets());
+        let packing = Packing::of(self.shape);
+        let lap = u64::from(packing.tag_mask) + 1;
+        if to - from >= lap - 2 * buckets {
+            for slot in &self.slots[..] {
+                slot.store(0, Ordering::Relaxed);
+            }
+            return;
+        }
+        let first = (from + 1).max(to.saturating_sub(buckets - 1));
+        for period in first..to {
+            let slot = &self.slots[self.shape.slot(period)];
+            let tag = packing.tag(period);
+            let mut current = slot.load(Ordering::Relaxed);
+            loop {
+                let (slot_tag, count) = packing.unpack(current);
+                if count == 0 || slot_tag == tag {
+                    break;
+                }
+                match slot.compare_exchange_weak(current, 0, Ordering::Relaxed, Ordering::Relaxed) {
+                    Ok(_) => break,
+                    Err(actual) => current = actual,
+                }
+            }
+        }
+    }
+
+    /// Whether a reader at `period` can see any slot: the newest add is at
+    /// most `buckets - 1` periods before it and less than `buckets` after.
+    fn readable_at(&self, period: u64) -> bool {
+        let buckets = u64::from(self.shape.buckets());
+        let newest = self.newest.load(Ordering::Relaxed);
+        period.abs_diff(newest) < buckets
+    }
+
     /// Total count over the window ending at `now_ms`: the buckets of the
     /// last `buckets` periods, the current one included.
     ///
     /// Buckets of older periods are ignored, and so are buckets of periods
     /// after `now_ms` (left by a clock that has since gone backwards).
     pub fn sum(&self, now_ms: u64) -> u64 {
-        let tag = self.shape.period(now_ms) as u32;
+        let period = self.shape.period(now_ms);
+        if !self.readable_at(period) {
+            return 0;
+        }
+        let packing = Packing::of(self.shape);
+        let tag = packing.tag(period);
         let buckets = self.shape.buckets();
         self.slots
             .iter()
-            .map(|slot| unpack(slot.load(Ordering::Relaxed)))
-            .filter(|&(slot_tag, count)| count != 0 && tag.wrapping_sub(slot_tag) < buckets)
+            .map(|slot| packing.unpack(slot.load(Ordering::Relaxed)))
+            .filter(|&(slot_tag, count)| count != 0 && packing.age(tag, slot_tag) < buckets)
             .map(|(_, count)| u64::from(count))
             .sum()
     }
@@ -243,9 +375,13 @@ impl Window {
 
     /// The count of one period, or 0 when its slot holds another period.
     pub fn count_in(&self, period: u64) -> u64 {
+        if !self.readable_at(period) {
+            return 0;
+        }
+        let packing = Packing::of(self.shape);
         let slot = &self.slots[self.shape.slot(period)];
-        let (slot_tag, count) = unpack(slot.load(Ordering::Relaxed));
-        if slot_tag == period as u32 {
+        let (slot_tag, count) = packing.unpack(slot.load(Ordering::Relaxed));
+        if slot_tag == packing.tag(period) {
             u64::from(count)
         } else {
             0

@@ -36,9 +36,9 @@ fn per_user_state_fits_the_memory_budget() {
     let inline = size_of::<UserWindows>();
     let total = shape.bytes_per_user();
     eprintln!("UserWindows: {inline} bytes inline, {total} bytes with its buckets");
-    assert_eq!(total, inline + 60 * 8 + 3 * 80);
+    assert_eq!(total, inline + 60 * 4 + 3 * 80);
     assert!(
-        total <= 900,
+        total <= 700,
         "{total} bytes leaves too little of 1 KiB for the map"
     );
 }
