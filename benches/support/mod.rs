@@ -111,7 +111,7 @@ pub fn shared() -> Arc<Shared> {
     })
     .expect("the bench config's profiler section is valid");
     let upstreams = config.upstreams.iter().map(|u| u.address);
-    let upstreams = LoadBalancer::try_from_iter(upstreams).expect("static upstream list");
+    let upstreams = Arc::new(LoadBalancer::try_from_iter(upstreams).expect("static upstream list"));
     let admission = AdmissionGate::new(
         &config.admission,
         runtime.tier_queues.clone(),
@@ -130,7 +130,9 @@ pub fn shared() -> Arc<Shared> {
         users,
         metrics,
         clock: SystemClock,
-        upstreams: Arc::new(upstreams),
+        upstreams: Arc::clone(&upstreams),
+        pools: headroom::upstreams::UpstreamPools::single(upstreams),
+        warm: headroom::warmer::hub::WarmHub::detached(),
         upstream_options: UpstreamOptions {
             connect_timeout: config.upstream_timeouts.connect,
             read_timeout: config.upstream_timeouts.read,

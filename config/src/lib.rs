@@ -25,7 +25,9 @@ mod identity;
 mod parse;
 mod raw;
 mod schema;
+mod shaping;
 mod timestamp;
+mod upstreams;
 mod validate;
 
 #[cfg(test)]
@@ -48,9 +50,11 @@ pub use schema::{
     Admission, BandwidthWhen, Condition, Config, Device, HealthCheck, ProfilerConfig, Route,
     RouteKind, RouteMatch, Rule, SourceKind, Tier, Upstream, UpstreamTimeouts,
 };
+pub use shaping::{NextActionCondition, PreallocHook, Preallocate, Tiering, MAX_PREDICTIVE_RULES};
 pub use timestamp::{
     check_unix_ms, parse_timestamp_ms, TimestampError, MAX_EVENT_MS, MIN_EVENT_MS, TIMESTAMP_FORMAT,
 };
+pub use upstreams::{PoolFallback, TierPool, UpstreamPool, Warming};
 
 /// Most route classes a config may declare.
 pub const MAX_ROUTES: usize = validate::MAX_ROUTES;

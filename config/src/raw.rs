@@ -16,6 +16,10 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use serde::Deserialize as DeriveDeserialize;
 use serde_saphyr::Spanned;
 
+mod shaping;
+
+pub(crate) use shaping::{RawHook, RawNextAction, RawPreallocate, RawTiering};
+
 /// An optional value together with where it was written.
 pub(crate) type Field<T> = Option<Spanned<T>>;
 
@@ -74,6 +78,49 @@ pub(crate) struct RawConfig {
     /// Declared demand events. Default none.
     #[serde(default)]
     pub events: SpannedList<RawEvent>,
+    /// Hysteresis of predictive tiers. Defaults per field.
+    #[serde(default)]
+    pub tiering: Field<RawTiering>,
+    /// Capacity held for users predicted to arrive. Default none (off).
+    #[serde(default)]
+    pub preallocate: Field<RawPreallocate>,
+    /// Named backend groups that tiers can pick with `tiers[].pool`:
+    /// pool name -> list of upstreams. Default none.
+    #[serde(default)]
+    pub upstream_pools: Field<RawPools>,
+    /// Backend connection warming ahead of predicted demand. Defaults per field.
+    #[serde(default)]
+    pub warming: Field<RawWarming>,
+}
+
+/// `upstream_pools`: pool name -> its upstream list, in file order.
+pub(crate) type RawPools = OrderedMap<Spanned<String>, Spanned<Vec<Spanned<RawUpstream>>>>;
+
+/// `warming`.
+#[derive(Debug, DeriveDeserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWarming {
+    /// Whether to warm at all. Default false.
+    #[serde(default)]
+    pub enabled: Field<Scalar>,
+    /// Time between warm-up rounds, a duration 100ms..=1h. Default `2s`.
+    #[serde(default)]
+    pub interval: Field<Scalar>,
+    /// How far ahead to look at the forecast, a duration. Default `5m`.
+    #[serde(default)]
+    pub lead: Field<Scalar>,
+    /// Multiplier on the Little's-law concurrency, number in [1, 10]. Default 1.25.
+    #[serde(default)]
+    pub margin: Field<Scalar>,
+    /// Connections kept warm per upstream whatever the forecast, integer. Default 0.
+    #[serde(default)]
+    pub min_connections_per_upstream: Field<Scalar>,
+    /// Most connections warmed per upstream, integer 1..=4096. Default 32.
+    #[serde(default)]
+    pub max_connections_per_upstream: Field<Scalar>,
+    /// Cheap path the warm-up requests fetch. Default `health_check.path`.
+    #[serde(default)]
+    pub path: Field<String>,
 }
 
 /// `admin_api`.
@@ -383,6 +430,14 @@ pub(crate) struct RawTier {
     /// `always` or `when_saturated`. Default `when_saturated`.
     #[serde(default)]
     pub bandwidth_when: Field<String>,
+    /// Name of an `upstream_pools` entry serving this tier. Default none
+    /// (the default `upstreams`).
+    #[serde(default)]
+    pub pool: Field<String>,
+    /// `none` or `default`: where the tier goes when its pool has no healthy
+    /// upstream. Default `none` (503).
+    #[serde(default)]
+    pub pool_fallback: Field<String>,
 }
 
 /// `admission`.
@@ -446,6 +501,15 @@ pub(crate) struct RawCondition {
     /// Identity source kind. Default any.
     #[serde(default)]
     pub source: Field<String>,
+    /// Predicted p90 request rate threshold, number >= 0. Default any.
+    #[serde(default)]
+    pub predicted_rps_p90_above: Field<Scalar>,
+    /// `true` or `false`. Default any.
+    #[serde(default)]
+    pub latency_sensitive: Field<Scalar>,
+    /// Next-action likelihood condition. Default any.
+    #[serde(default)]
+    pub next_action: Field<RawNextAction>,
 }
 
 /// Any single YAML value that is not a list or mapping, typed as the parser

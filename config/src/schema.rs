@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use crate::admin::{AdminApi, DeclaredEvent};
 use crate::identity::Identity;
+use crate::shaping::{NextActionCondition, Preallocate, Tiering};
+use crate::upstreams::{TierPool, UpstreamPool, Warming};
 
 /// The whole validated configuration of one Headroom process.
 #[derive(Clone, Debug)]
@@ -50,9 +52,21 @@ pub struct Config {
     pub default_tier: String,
     /// Who may use the admin API's operator endpoints.
     pub admin_api: AdminApi,
+    /// Hysteresis of predictive tier assignments.
+    pub tiering: Tiering,
+    /// Capacity held for users predicted to arrive; `None` (the default)
+    /// is off.
+    pub preallocate: Option<Preallocate>,
     /// Demand events declared in the file (campaigns, launches), in file
     /// order; each route scope names one of `routes` (or `other`).
     pub events: Vec<DeclaredEvent>,
+    /// Named backend groups for tiers, in file order, names unique.
+    pub upstream_pools: Vec<UpstreamPool>,
+    /// Tiers served by one of `upstream_pools`; tiers not listed use
+    /// `upstreams`.
+    pub tier_pools: Vec<TierPool>,
+    /// Backend connection warming ahead of predicted demand.
+    pub warming: Warming,
 }
 
 impl Config {
@@ -338,7 +352,7 @@ impl Default for Admission {
 }
 
 /// Assigns a tier to requests whose identity matches every condition.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Rule {
     /// Conditions that must all hold; all `None` matches every request.
     pub when: Condition,
@@ -346,8 +360,9 @@ pub struct Rule {
     pub tier: String,
 }
 
-/// Conditions on a request's identity. `None` means "any value".
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Conditions on a request's identity and, for predictive rules, on the
+/// user's predictions. `None` means "any value".
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Condition {
     /// The user's plan attribute equals this (case-sensitive).
     pub plan: Option<String>,
@@ -363,6 +378,14 @@ pub struct Condition {
     pub authenticated: Option<bool>,
     /// Which identity source identified the request.
     pub source: Option<SourceKind>,
+    /// The user's predicted request rate one forecast tick ahead, 90th
+    /// percentile, is strictly above this many requests per second (>= 0).
+    pub predicted_rps_p90_above: Option<f64>,
+    /// The user's latency-sensitivity score is at least 0.5 (`true`) or
+    /// below it (`false`).
+    pub latency_sensitive: Option<bool>,
+    /// The next-action model says the user is likely to call a route soon.
+    pub next_action: Option<NextActionCondition>,
 }
 
 /// Device class derived from the user agent.

@@ -13,7 +13,9 @@ mod admission;
 mod identity;
 mod jwt;
 mod policy;
+mod pools;
 mod server;
+mod shaping;
 
 pub(crate) use policy::MAX_ROUTES;
 
@@ -450,9 +452,17 @@ pub(crate) fn build(raw: &RawConfig, ctx: &mut Ctx<'_>) -> Config {
     let tiers = policy::tiers(ctx, &raw.tiers, &routes);
     let default_tier = policy::default_tier(ctx, &raw.default_tier, &tiers);
     let (identity, written) = identity::identity(ctx, raw.identity.as_ref(), &tiers, &default_tier);
-    let rules = policy::rules(ctx, &raw.rules, &tiers, &written);
+    let rules = policy::rules(ctx, &raw.rules, &tiers, &written, &routes);
     let admin_api = admin::admin_api(ctx, raw.admin_api.as_ref());
     let events = admin::events(ctx, &raw.events, &routes);
+    let admission = admission::admission(ctx, raw.admission.as_ref());
+    let tiering = shaping::tiering(ctx, raw.tiering.as_ref());
+    let preallocate = shaping::preallocate(ctx, raw, &written, &routes, &admission);
+    shaping::predictive_rule_count(ctx, raw, &rules, preallocate.as_ref());
+    let upstream_pools = pools::upstream_pools(ctx, raw, server.listen);
+    let pool_names = pools::written_pool_names(raw);
+    let tier_pools = pools::tier_pools(ctx, &raw.tiers, &upstream_pools, &pool_names);
+    let warming = pools::warming(ctx, raw, &server.health_check);
 
     Config {
         listen: server.listen,
@@ -464,12 +474,17 @@ pub(crate) fn build(raw: &RawConfig, ctx: &mut Ctx<'_>) -> Config {
         upstream_timeouts: server.upstream_timeouts,
         identity,
         profiler: server.profiler,
-        admission: admission::admission(ctx, raw.admission.as_ref()),
+        admission,
         routes,
         tiers: tiers.valid,
         rules,
         default_tier,
         admin_api,
         events,
+        tiering,
+        preallocate,
+        upstream_pools,
+        tier_pools,
+        warming,
     }
 }

@@ -22,19 +22,22 @@
 //! empties anyone's bucket (see the `clock` and `limiter` modules).
 
 pub mod admission;
+mod assignment;
 mod clock;
 mod device;
 mod limiter;
 mod policy;
+pub mod predictive;
 mod routes;
 mod rules;
 mod tier;
 
+pub use assignment::{Assignment, Cause, NO_RULE};
 pub use clock::LimiterClock;
 pub use device::{classify_user_agent, DeviceCache, FromUserAgent, SCAN_LIMIT};
 pub use headroom_config::{Device, RouteKind, SourceKind};
 pub use limiter::{UserBucket, Verdict};
-pub use policy::{Policy, PolicyError};
+pub use policy::{Policy, PolicyError, Preallocation};
 pub use routes::{normalize_path, RouteClass, RouteError, MAX_ROUTES, OTHER_ROUTE};
 pub use rules::{Attributes, RuleError};
 pub use tier::{RateLimitValue, Tier, TierError, TierId, MAX_TIERS, MAX_TIER_NAME_LEN};

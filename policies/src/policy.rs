@@ -14,6 +14,7 @@
 
 use std::fmt;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use governor::clock::{Clock, DefaultClock};
 use headroom_config::Config;
@@ -23,6 +24,13 @@ use crate::limiter::{TierLimiter, UserBucket, Verdict};
 use crate::routes::{RouteClass, RouteError, Routes};
 use crate::rules::{Attributes, RuleError, Rules};
 use crate::tier::{Tier, TierError, TierId, MAX_TIERS};
+
+mod shaping;
+
+pub use shaping::Preallocation;
+
+/// Policies compiled so far in this process, for [`Policy::generation`].
+static COMPILED: AtomicU64 = AtomicU64::new(0);
 
 /// Errors compiling a config into a [`Policy`].
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -77,6 +85,11 @@ pub struct Policy<C: Clock + Clone = DefaultClock> {
     default_tier: TierId,
     anonymous_tier: TierId,
     clock: LimiterClock<C>,
+    /// 1..=255, different from the previous 254 policies compiled.
+    generation: u8,
+    /// `tiering.min_dwell`, in seconds.
+    min_dwell_s: u64,
+    preallocation: Option<Preallocation>,
 }
 
 impl Policy<DefaultClock> {
@@ -104,8 +117,14 @@ impl<C: Clock + Clone> Policy<C> {
         };
         let default_tier = lookup("default_tier", &cfg.default_tier)?;
         let anonymous_tier = lookup("identity.anonymous.tier", &cfg.identity.anonymous.tier)?;
-        let rules = Rules::compile(&cfg.rules, resolve)?;
         let routes = Routes::compile(&cfg.routes)?;
+        let route_class = |name: &str| shaping::route_class(&routes, name);
+        let rules = Rules::compile(&cfg.rules, resolve, route_class)?;
+        let preallocation = cfg
+            .preallocate
+            .as_ref()
+            .map(|p| Preallocation::compile(p, default_tier, route_class))
+            .transpose()?;
         let limiters = tiers
             .iter()
             .map(|tier| TierLimiter::new(tier, clock))
@@ -126,6 +145,10 @@ impl<C: Clock + Clone> Policy<C> {
             default_tier,
             anonymous_tier,
             clock: clock.clone(),
+            // Relaxed: a counter with no data behind it.
+            generation: (COMPILED.fetch_add(1, Ordering::Relaxed) % 255) as u8 + 1,
+            min_dwell_s: cfg.tiering.min_dwell.as_secs(),
+            preallocation,
         })
     }
 

@@ -9,6 +9,8 @@
 
 use headroom_config::{Condition, Device, Rule, SourceKind};
 
+use crate::assignment::Cause;
+use crate::predictive::{Predicate, Predictions};
 use crate::tier::TierId;
 
 /// Errors compiling the rule list.
@@ -58,6 +60,10 @@ impl Attributes<'_> {
     };
 }
 
+/// Rules a predictive policy may have: one mask bit each (see
+/// [`crate::predictive`]); `headroom_config` enforces the same bound.
+pub(crate) const MASK_RULES: usize = headroom_config::MAX_PREDICTIVE_RULES;
+
 /// One rule, its tier resolved.
 #[derive(Debug, Clone)]
 struct CompiledRule {
@@ -68,10 +74,15 @@ struct CompiledRule {
     authenticated: Option<bool>,
     source: Option<SourceKind>,
     tier: TierId,
+    /// Conditions on predictions, evaluated by the background tick only.
+    predicate: Predicate,
+    /// Whether `predicate` has no condition (the rule decides per request).
+    is_static: bool,
 }
 
 impl CompiledRule {
-    fn new(when: &Condition, tier: TierId) -> Self {
+    fn new(when: &Condition, tier: TierId, route_class: &impl Fn(&str) -> Option<u8>) -> Self {
+        let predicate = Predicate::new(when, route_class);
         let boxed = |text: &Option<String>| text.as_deref().map(Box::from);
         Self {
             plan: boxed(&when.plan),
@@ -81,6 +92,8 @@ impl CompiledRule {
             authenticated: when.authenticated,
             source: when.source,
             tier,
+            is_static: !predicate.is_some(),
+            predicate,
         }
     }
 
@@ -115,10 +128,13 @@ pub(crate) struct Rules {
 }
 
 impl Rules {
-    /// Compiles `rules` in order; `resolve` maps a tier name to its id.
+    /// Compiles `rules` in order; `resolve` maps a tier name to its id and
+    /// `route_class` a route name to its profiler class (next-action
+    /// conditions).
     pub(crate) fn compile(
         rules: &[Rule],
         resolve: impl Fn(&str) -> Option<TierId>,
+        route_class: impl Fn(&str) -> Option<u8>,
     ) -> Result<Self, RuleError> {
         let compiled = rules
             .iter()
@@ -128,18 +144,70 @@ impl Rules {
                     index,
                     tier: rule.tier.clone(),
                 })?;
-                Ok(CompiledRule::new(&rule.when, tier))
+                Ok(CompiledRule::new(&rule.when, tier, &route_class))
             })
             .collect::<Result<_, _>>()?;
         Ok(Self { rules: compiled })
     }
 
     /// The tier of the first rule whose conditions all hold, if any.
+    /// Rules with prediction conditions are skipped: they are decided by
+    /// the background tick ([`Self::decide`]).
     pub(crate) fn first_match(&self, attrs: &Attributes<'_>) -> Option<TierId> {
         self.rules
             .iter()
-            .find(|rule| rule.matches(attrs))
+            .find(|rule| rule.is_static && rule.matches(attrs))
             .map(|rule| rule.tier)
+    }
+
+    /// Whether any rule has prediction conditions.
+    pub(crate) fn is_predictive(&self) -> bool {
+        self.rules.iter().any(|rule| !rule.is_static)
+    }
+
+    /// Bit `i` set when the static conditions of rule `i` hold, for the
+    /// first [`MASK_RULES`] rules. Allocation-free.
+    pub(crate) fn static_mask(&self, attrs: &Attributes<'_>) -> u32 {
+        self.rules
+            .iter()
+            .take(MASK_RULES)
+            .enumerate()
+            .filter(|(_, rule)| rule.matches(attrs))
+            .fold(0, |mask, (i, _)| mask | 1 << i)
+    }
+
+    /// The first static rule whose bit is set in `mask`.
+    pub(crate) fn first_static_in(&self, mask: u32) -> Option<TierId> {
+        self.rules
+            .iter()
+            .take(MASK_RULES)
+            .enumerate()
+            .find(|(i, rule)| rule.is_static && mask & 1 << i != 0)
+            .map(|(_, rule)| rule.tier)
+    }
+
+    /// The first rule whose static bit is set in `mask` and whose
+    /// prediction conditions hold for `predictions`: its index, tier and
+    /// the cause its reason quotes.
+    pub(crate) fn decide(
+        &self,
+        mask: u32,
+        predictions: &dyn Predictions,
+    ) -> Option<(u8, TierId, Cause, f64)> {
+        self.rules
+            .iter()
+            .take(MASK_RULES)
+            .enumerate()
+            .filter(|(i, _)| mask & 1 << i != 0)
+            .find_map(|(i, rule)| {
+                let (cause, value) = rule.predicate.holds(predictions)?;
+                Some((i as u8, rule.tier, cause, value))
+            })
+    }
+
+    /// The prediction conditions of rule `index`, for reasons.
+    pub(crate) fn predicate(&self, index: usize) -> Option<&Predicate> {
+        self.rules.get(index).map(|rule| &rule.predicate)
     }
 
     /// Number of rules.
@@ -207,7 +275,7 @@ mod tests {
                 "standard",
             ),
         ];
-        Rules::compile(&rules, resolve).expect("tiers exist")
+        Rules::compile(&rules, resolve, |_| None).expect("tiers exist")
     }
 
     /// The sample's decision with `free` as the fallback.
@@ -279,8 +347,9 @@ mod tests {
     fn no_match_falls_back_and_empty_conditions_match_everything() {
         assert_eq!(tier_for(&sample(), &Attributes::ANONYMOUS), id(FREE));
         assert_eq!(sample().first_match(&Attributes::ANONYMOUS), None);
-        let catch_all = Rules::compile(&[rule(Condition::default(), "standard")], resolve)
-            .expect("tier exists");
+        let catch_all =
+            Rules::compile(&[rule(Condition::default(), "standard")], resolve, |_| None)
+                .expect("tier exists");
         assert_eq!(
             catch_all.first_match(&Attributes::ANONYMOUS),
             Some(id(STANDARD))
@@ -294,7 +363,7 @@ mod tests {
             rule(Condition::default(), "gold"),
         ];
         assert_eq!(
-            Rules::compile(&rules, resolve).err(),
+            Rules::compile(&rules, resolve, |_| None).err(),
             Some(RuleError::UnknownTier {
                 index: 1,
                 tier: "gold".into()

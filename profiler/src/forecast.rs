@@ -23,6 +23,9 @@
 //!   one model or the ensemble, with outage handling ([`OutageFilter`]).
 //! - [`AccuracyTracker`]: scores issued forecasts once their target bucket
 //!   arrives (MAE, sMAPE, MASE, pinball loss at p90, p90 coverage).
+//! - [`QuantityForecaster`] ([`quantity`]): one forecaster per quantity
+//!   (requests, bytes out, backend time, concurrency) over one series, for
+//!   the aggregate and each cohort, scored per quantity and horizon.
 //! - [`user`]: per-user forecasts for the many sparse users, from the
 //!   user's existing windows and 16 bytes of state, scaled by a cohort's
 //!   demand multipliers, with medians and p90s from a count calibration
@@ -44,6 +47,7 @@ mod holt_winters;
 mod interval;
 mod outage;
 mod pipeline;
+pub mod quantity;
 mod regression;
 mod rls;
 pub mod user;
@@ -61,6 +65,7 @@ pub use holt_winters::{HoltWinters, HoltWintersParams, SeasonMode};
 pub use interval::{poisson_p90, poisson_quantile, ResidualQuantiles};
 pub use outage::OutageFilter;
 pub use pipeline::{DemandForecaster, ModelKind};
+pub use quantity::{Quantity, QuantityForecaster, QuantitySample, QuantityTotals};
 pub use regression::LagRegression;
 pub use rls::Rls;
 

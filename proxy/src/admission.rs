@@ -10,6 +10,12 @@
 //! consistent), so a release either sees the waiter and dispatches to it, or
 //! happened early enough that the waiter's own re-check finds the room.
 //!
+//! Pre-allocation (see [`crate::tiering`]) reserves part of the limit for
+//! users predicted to arrive soon: while `reserved` slots are held, requests
+//! of other users are admitted only below `limit - reserved` (never below
+//! one slot), and requests of a reserved user up to the whole limit. Queued
+//! requests are dispatched within the unreserved part.
+//!
 //! The limit is adaptive (see `headroom_policies::admission`). The gate lives
 //! as long as the process; a reload replaces its tier settings and sheds the
 //! requests that were waiting at that moment (rare, and safer than guessing
@@ -22,6 +28,7 @@ use std::time::Duration;
 use headroom_config::Admission as AdmissionConfig;
 use headroom_policies::admission::{ConcurrencyLimit, FairQueue, LimitSettings, TierShare};
 use headroom_profiler::Clock;
+use prometheus::{IntCounter, IntGauge, Registry};
 use tokio::sync::oneshot;
 
 /// Per-tier queue settings.
@@ -64,6 +71,68 @@ pub struct AdmissionGate {
     max_queue: usize,
     /// Time source for queue deadlines (the profiler's clock).
     clock: Box<dyn Clock>,
+    /// Slots held for pre-allocated users (set by the forecast tick).
+    reserved: AtomicU32,
+    /// Pre-allocation counters.
+    pub prealloc: PreallocCounters,
+}
+
+/// Pre-allocation metrics (no user labels). Created with the gate and
+/// registered once with [`PreallocCounters::register`].
+#[derive(Clone)]
+pub struct PreallocCounters {
+    /// `headroom_preallocations_total`: reservations made.
+    pub made: IntCounter,
+    /// `headroom_preallocations_used_total`: reservations whose user arrived
+    /// while they were held.
+    pub used: IntCounter,
+    /// `headroom_preallocations_expired_unused_total`: reservations that
+    /// reached their horizon with no arrival.
+    pub expired_unused: IntCounter,
+    /// `headroom_preallocated_slots`: admission slots reserved now.
+    pub reserved_slots: IntGauge,
+}
+
+impl PreallocCounters {
+    fn new() -> Self {
+        let counter =
+            |name: &str, help: &str| IntCounter::new(name, help).expect("static metric definition");
+        Self {
+            made: counter(
+                "headroom_preallocations_total",
+                "Pre-allocations made for users predicted to arrive.",
+            ),
+            used: counter(
+                "headroom_preallocations_used_total",
+                "Pre-allocations whose user arrived while the reservation held.",
+            ),
+            expired_unused: counter(
+                "headroom_preallocations_expired_unused_total",
+                "Pre-allocations that reached their horizon without an arrival.",
+            ),
+            reserved_slots: IntGauge::new(
+                "headroom_preallocated_slots",
+                "Admission slots reserved for pre-allocated users now.",
+            )
+            .expect("static metric definition"),
+        }
+    }
+
+    /// Registers the four families in `registry`; a second call (another
+    /// tick task over the same state, in tests) is a no-op.
+    pub fn register(&self, registry: &Registry) {
+        let families: [Box<dyn prometheus::core::Collector>; 4] = [
+            Box::new(self.made.clone()),
+            Box::new(self.used.clone()),
+            Box::new(self.expired_unused.clone()),
+            Box::new(self.reserved_slots.clone()),
+        ];
+        for family in families {
+            if let Err(e) = registry.register(family) {
+                tracing::debug!(error = %e, "pre-allocation metrics already registered");
+            }
+        }
+    }
 }
 
 /// An admitted request's slot; dropping it lets the next request in.
@@ -100,7 +169,21 @@ impl AdmissionGate {
             }),
             max_queue: config.max_queue,
             clock,
+            reserved: AtomicU32::new(0),
+            prealloc: PreallocCounters::new(),
         }
+    }
+
+    /// Holds `slots` of the limit for pre-allocated users (replacing the
+    /// previous amount); see the module docs.
+    pub fn set_reserved(&self, slots: u32) {
+        self.reserved.store(slots, Ordering::Relaxed);
+        self.prealloc.reserved_slots.set(i64::from(slots));
+    }
+
+    /// Slots held for pre-allocated users now.
+    pub fn reserved(&self) -> u32 {
+        self.reserved.load(Ordering::Relaxed)
     }
 
     /// Whether the gate limits anything.
@@ -181,9 +264,22 @@ impl AdmissionGate {
     }
 
     /// Admits a request of `tier` now, or queues it; resolves to a permit or
-    /// to the reason it was shed.
+    /// to the reason it was shed. For users without a reservation.
     pub async fn acquire(self: &Arc<Self>, tier: usize) -> Result<Permit, Shed> {
-        if !self.enabled || (self.waiting.load(Ordering::SeqCst) == 0 && self.try_take()) {
+        self.acquire_for(tier, false).await
+    }
+
+    /// [`Self::acquire`] for a request whose user holds a pre-allocation
+    /// (`reserved`): it may also take the reserved slots.
+    pub async fn acquire_for(
+        self: &Arc<Self>,
+        tier: usize,
+        reserved: bool,
+    ) -> Result<Permit, Shed> {
+        if !self.enabled
+            || (reserved && self.try_take_below(self.limit.current()))
+            || (self.waiting.load(Ordering::SeqCst) == 0 && self.try_take())
+        {
             return Ok(self.permit());
         }
 
@@ -231,9 +327,16 @@ impl AdmissionGate {
         }
     }
 
-    /// Takes a slot if the in-flight count is below the limit.
+    /// Takes a slot if the in-flight count is below the unreserved part of
+    /// the limit (at least one slot).
     fn try_take(&self) -> bool {
         let limit = self.limit.current();
+        let reserved = self.reserved.load(Ordering::Relaxed);
+        self.try_take_below(limit.saturating_sub(reserved).max(1))
+    }
+
+    /// Takes a slot if the in-flight count is below `limit`.
+    fn try_take_below(&self, limit: u32) -> bool {
         self.in_flight
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 (n < limit).then_some(n + 1)
@@ -372,6 +475,36 @@ mod tests {
         ));
         let _held = g.acquire(0).await.expect("room");
         assert_eq!(g.acquire(0).await.err(), Some(Shed::QueueFull));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reserved_slots_are_not_taken_by_other_users() {
+        let g = gate(4, &[(1.0, 0.0, 100)]);
+        g.set_reserved(2);
+        let _a = g.acquire(0).await.expect("unreserved slot 1");
+        let _b = g.acquire(0).await.expect("unreserved slot 2");
+        // The other two are held: an ordinary request waits and is shed.
+        assert_eq!(g.acquire(0).await.err(), Some(Shed::Timeout));
+        assert_eq!(g.in_flight(), 2);
+        // The pre-allocated user gets them at once.
+        let _c = g.acquire_for(0, true).await.expect("reserved slot");
+        let _d = g.acquire_for(0, true).await.expect("reserved slot");
+        assert_eq!(g.in_flight(), 4);
+        // The whole limit is in use now, even for reserved users.
+        assert_eq!(g.acquire_for(0, true).await.err(), Some(Shed::Timeout));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_reservation_gives_the_slots_back() {
+        let g = gate(2, &[(1.0, 0.0, 100)]);
+        g.set_reserved(5);
+        // A reservation never takes the last slot from everyone else.
+        let held = g.acquire(0).await.expect("one slot always stays open");
+        assert_eq!(g.acquire(0).await.err(), Some(Shed::Timeout));
+        g.set_reserved(0);
+        let _second = g.acquire(0).await.expect("free again");
+        drop(held);
+        assert_eq!(g.prealloc.reserved_slots.get(), 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -88,7 +88,10 @@ pub fn compile_runtime(
     })?;
     let tier_queues = tier_queues(config, &policy);
     let pacing = pacing(config, &policy);
-    Ok(Runtime::new(policy, identity, tier_queues, pacing, metrics))
+    let tier_pools = crate::upstreams::UpstreamPools::routes_for_config(config, &policy);
+    let mut runtime = Runtime::new(policy, identity, tier_queues, pacing, metrics);
+    runtime.tier_pools = tier_pools;
+    Ok(runtime)
 }
 
 /// Body pacing for each of `policy`'s tiers, in `TierId` order.

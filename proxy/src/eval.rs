@@ -109,6 +109,12 @@ pub enum EvalError {
 pub fn main(args: EvalArgs) -> ExitCode {
     match evaluate_file(&args.trace, args.bucket, args.last_days) {
         Ok(report) => {
+            if report.malformed_lines > 0 {
+                eprintln!(
+                    "headroom eval: {} of {} lines malformed and skipped",
+                    report.malformed_lines, report.lines_read
+                );
+            }
             if args.json {
                 match serde_json::to_string(&report) {
                     Ok(json) => println!("{json}"),
@@ -194,6 +200,8 @@ pub fn evaluate(
         scored_days: protocol.scored_days(),
         origin_every_s: protocol.origin_every * bucket_s,
         outage_buckets: run.outage_buckets,
+        lines_read: trace.stats().lines,
+        malformed_lines: trace.stats().malformed,
         elapsed_s: started.elapsed().as_secs_f64(),
         horizons: report::horizons(&run, &protocol),
         users,

@@ -3,15 +3,20 @@
 //! reads.
 //!
 //! Every `profiler.forecast_tick` (one forecast bucket):
-//! 1. the aggregate request count of the tick is fed to a
-//!    [`DemandForecaster`] (an ensemble of seasonal and lag models weighted by
-//!    recent accuracy), and the forecasts issued earlier for this bucket are
-//!    scored by an [`AccuracyTracker`], exported as
-//!    `headroom_forecast_error{horizon,metric}`;
+//! 1. the aggregate request count of the tick is fed to the aggregate
+//!    [`QuantityForecaster`] (per quantity, an ensemble of seasonal and lag
+//!    models weighted by recent accuracy), which scores the forecasts issued
+//!    earlier for this bucket;
 //! 2. every tracked user's forecast is refreshed from their window and a
 //!    shared demand multiplier ([`forecast_user`]); it lands in the user's
-//!    own 16-byte state, where the response filter reads it;
-//! 3. a new immutable [`Decisions`] snapshot is stored through `arc-swap`
+//!    own 24-byte state, where the response filter reads it. The same pass
+//!    sums the users' activity windows (bytes out, backend time) for the
+//!    aggregate and per cohort;
+//! 3. the aggregate's bytes out, backend time and concurrency, and all four
+//!    quantities of every cohort, are observed; the scores of every quantity
+//!    and horizon are exported as `headroom_forecast_error{horizon,metric}`
+//!    ([`FORECAST_ERROR_METRICS`]);
+//! 4. a new immutable [`Decisions`] snapshot is stored through `arc-swap`
 //!    (and the admin API's forecast view is refreshed).
 //!
 //! Declared events (config or `POST /v1/events`) scale the forecasts of the
@@ -35,14 +40,14 @@ use headroom_profiler::forecast::user::{
     demand_multipliers, forecast_user, CountCalibration, UserForecastContext, UserHorizonForecast,
 };
 use headroom_profiler::forecast::{
-    AccuracyTracker, DemandForecaster, Forecast, Forecaster, ModelKind, Seasonality,
+    Forecast, ModelKind, Quantity, QuantityForecaster, QuantityTotals, Seasonality,
 };
 use headroom_profiler::{Clock, CohortId};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use serde::Serialize;
 
-use crate::insights::{CohortForecastView, ForecastView, HorizonForecastView};
+use crate::insights::{CohortForecastView, ForecastView, HorizonForecastView, QuantityBands};
 use crate::metrics::FORECAST_METRICS;
 use crate::state::Shared;
 
@@ -55,6 +60,35 @@ const CALIBRATION_HALF_LIFE_TICKS: f64 = 60.0;
 
 /// Half-life of the exported accuracy scores, in scored forecasts.
 const ACCURACY_HALF_LIFE: f64 = 1_440.0;
+
+/// The `metric` label values of `headroom_forecast_error`: one row per
+/// [`Quantity`] (in [`Quantity::ALL`] order), one column per score (as
+/// [`FORECAST_METRICS`]). Requests keep the unprefixed names; the other
+/// quantities prefix theirs. A closed set of 20 values.
+pub const FORECAST_ERROR_METRICS: [[&str; 5]; 4] = [
+    FORECAST_METRICS,
+    [
+        "bytes_out_mae",
+        "bytes_out_smape",
+        "bytes_out_mase",
+        "bytes_out_pinball_p90",
+        "bytes_out_coverage_p90",
+    ],
+    [
+        "backend_seconds_mae",
+        "backend_seconds_smape",
+        "backend_seconds_mase",
+        "backend_seconds_pinball_p90",
+        "backend_seconds_coverage_p90",
+    ],
+    [
+        "concurrency_mae",
+        "concurrency_smape",
+        "concurrency_mase",
+        "concurrency_pinball_p90",
+        "concurrency_coverage_p90",
+    ],
+];
 
 /// The aggregate forecast at one horizon.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -83,6 +117,9 @@ pub struct Decisions {
     pub reason: &'static str,
     /// Aggregate forecasts, one per horizon; empty before the first tick.
     pub aggregate: Vec<HorizonForecast>,
+    /// Every quantity of the aggregate (requests, bytes out, backend time,
+    /// concurrency), per second, in the order of `aggregate`.
+    pub aggregate_quantities: Vec<QuantityBands>,
     /// What per-user forecasts are computed with (multipliers, spread), for
     /// reading one user's forecast between ticks; `None` before the first.
     #[serde(skip)]
@@ -98,6 +135,7 @@ impl Decisions {
             use_forecast: false,
             reason: "no forecast yet: waiting for the first tick",
             aggregate: Vec::new(),
+            aggregate_quantities: Vec::new(),
             user_context: None,
         }
     }
@@ -117,10 +155,12 @@ fn forecast_view(decisions: &Decisions) -> ForecastView {
         horizons: decisions
             .aggregate
             .iter()
-            .map(|h| HorizonForecastView {
+            .zip(&decisions.aggregate_quantities)
+            .map(|(h, quantities)| HorizonForecastView {
                 horizon_s: h.horizon_s,
                 median_rps: h.median_rps,
                 p90_rps: h.p90_rps,
+                quantities: *quantities,
             })
             .collect(),
     }
@@ -145,7 +185,7 @@ impl ForecasterService {
         // Prometheus convention for "unknown".
         for &h in &HORIZONS {
             let label = horizon_label(h, tick);
-            for metric in FORECAST_METRICS {
+            for metric in FORECAST_ERROR_METRICS.iter().flatten() {
                 shared
                     .metrics
                     .forecast_error
@@ -161,26 +201,32 @@ impl ForecasterService {
     }
 }
 
-/// The state the task keeps between ticks.
-struct TickState {
-    global: DemandForecaster,
-    tracker: AccuracyTracker,
+/// The state the task keeps between ticks: the aggregate and cohort
+/// forecasters (four quantities each, about a week of history), the count
+/// calibration and the per-user context.
+pub struct TickState {
+    /// Every quantity of the aggregate series, with its scores.
+    global: QuantityForecaster,
     calibration: CountCalibration,
     context: UserForecastContext,
     out: Vec<UserHorizonForecast>,
-    index: u64,
     last_total: Option<u64>,
     last_ms: u64,
-    /// One demand forecaster per cohort id, fed each tick with the requests
-    /// of the users currently assigned to it.
-    cohorts: Vec<DemandForecaster>,
+    /// One forecaster per cohort id, fed each tick with the requests and
+    /// activity of the users currently assigned to it.
+    cohorts: Vec<QuantityForecaster>,
     /// The one-tick-ahead median issued last tick, before event multipliers:
     /// the baseline an event's measured effect is judged against.
     last_plain_forecast: Option<f64>,
+    /// Predictive tiers and pre-allocation, decided in the same user pass.
+    shaping: crate::tiering::Shaper,
 }
 
 impl ForecasterService {
-    fn new_state(&self) -> Option<TickState> {
+    /// The state of a fresh forecaster (no history), or `None` when the
+    /// tick is unusable as a forecast bucket (logged). The background task
+    /// calls it once; the tick bench builds its own.
+    pub fn new_state(&self) -> Option<TickState> {
         let tick_ms = u64::try_from(self.tick.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
@@ -191,7 +237,7 @@ impl ForecasterService {
                 return None;
             }
         };
-        let global = match DemandForecaster::new(season, &HORIZONS) {
+        let global = match QuantityForecaster::new(season, &HORIZONS, Some(ACCURACY_HALF_LIFE)) {
             Ok(global) => global,
             Err(e) => {
                 tracing::warn!(error = %e, "forecaster disabled");
@@ -199,7 +245,7 @@ impl ForecasterService {
             }
         };
         let cohorts = (0..MAX_COHORTS)
-            .map(|_| DemandForecaster::new(season, &HORIZONS))
+            .map(|_| QuantityForecaster::new(season, &HORIZONS, Some(ACCURACY_HALF_LIFE)))
             .collect::<Result<Vec<_>, _>>()
             .ok()?;
         let horizons_ms: Vec<u64> = HORIZONS.iter().map(|&h| u64::from(h) * tick_ms).collect();
@@ -207,40 +253,40 @@ impl ForecasterService {
         context.set_elapsed_ms(tick_ms);
         Some(TickState {
             global,
-            tracker: AccuracyTracker::new(1, &HORIZONS, Some(ACCURACY_HALF_LIFE)),
             calibration: CountCalibration::new(CALIBRATION_HALF_LIFE_TICKS),
             context,
             out: vec![UserHorizonForecast::default(); HORIZONS.len()],
-            index: 0,
             last_total: None,
             last_ms: self.shared.clock.now_ms(),
             last_plain_forecast: None,
             cohorts,
+            shaping: crate::tiering::Shaper::new(&self.shared, self.tick),
         })
     }
 
-    /// One tick: aggregate, users, scores, snapshot.
-    fn tick(&self, st: &mut TickState) {
+    /// One tick: aggregate, users, scores, snapshot. What the background
+    /// task runs every `profiler.forecast_tick` (public for the tick bench,
+    /// `benches/forecaster_tick.rs`).
+    pub fn tick(&self, st: &mut TickState) {
         let shared = &self.shared;
         let now_ms = shared.clock.now_ms();
         let totals = shared.users.totals(now_ms);
+        let tick_s = self.tick.as_secs_f64();
 
         // 1. The aggregate series: this tick's requests.
         let events = &shared.insights.events;
-        if let Some(last) = st.last_total {
-            let observed = totals.requests_total.saturating_sub(last) as f64;
+        let all_traffic = |h: u32| events.multiplier_at(self.at_horizon(now_ms, h), None, None);
+        let observed = st
+            .last_total
+            .map(|last| totals.requests_total.saturating_sub(last) as f64);
+        if let Some(observed) = observed {
             if let Some(plain) = st.last_plain_forecast {
                 // What events in force did to demand, for the next similar one.
                 events.observe(now_ms, None, None, observed, plain);
             }
-            st.global.observe(observed);
-            st.tracker.observe(st.index, observed);
-            st.index += 1;
-            for &h in &HORIZONS {
-                let f = self.with_events(st.global.forecast(h), now_ms, h);
-                st.tracker.issue(0, h, st.index - 1 + u64::from(h), f);
-            }
-            st.last_plain_forecast = Some(st.global.forecast(HORIZONS[0]).median);
+            st.global.observe(Quantity::Requests, observed, all_traffic);
+            st.last_plain_forecast =
+                Some(st.global.forecast(Quantity::Requests, HORIZONS[0]).median);
         }
         st.last_total = Some(totals.requests_total);
 
@@ -248,31 +294,59 @@ impl ForecasterService {
         st.context
             .set_elapsed_ms(now_ms.saturating_sub(st.last_ms).max(1));
         st.last_ms = now_ms;
-        let multipliers: Vec<f64> = demand_multipliers(&st.global, &HORIZONS)
-            .into_iter()
-            .zip(HORIZONS)
-            .map(|(m, h)| m * events.multiplier_at(self.at_horizon(now_ms, h), None, None))
-            .collect();
+        let multipliers: Vec<f64> =
+            demand_multipliers(st.global.forecaster(Quantity::Requests), &HORIZONS)
+                .into_iter()
+                .zip(HORIZONS)
+                .map(|(m, h)| m * all_traffic(h))
+                .collect();
         st.context.set_multipliers(&multipliers);
         st.calibration.begin_tick();
         st.context.set_spread(st.calibration.quantiles());
         let (context, out, calibration) = (&st.context, &mut st.out, &mut st.calibration);
-        let mut per_cohort = [0.0f64; MAX_COHORTS];
-        shared.users.for_each(|_, entry| {
+        let mut all = QuantityTotals::default();
+        let mut per_cohort = [QuantityTotals::default(); MAX_COHORTS];
+        let mut shaping = st.shaping.begin(now_ms);
+        shared.users.for_each(|key, entry| {
             let tick = forecast_user(&entry.windows, &entry.extra.forecast, now_ms, context, out);
-            if let Some(expected) = tick.expected {
+            shaping.user(key, entry, out.first());
+            all.add(0.0, &tick.rates);
+            // A first sighting has no previous forecast to calibrate, and its
+            // requests are not counted in its cohort's series.
+            let requests = tick.expected.map_or(0.0, |expected| {
                 calibration.observe(expected, tick.observed);
-                if let (_, Some(cohort)) = entry.windows.last_action().load() {
-                    per_cohort[cohort.index()] += tick.observed;
-                }
+                tick.observed
+            });
+            if let (_, Some(cohort)) = entry.windows.last_action().load() {
+                per_cohort[cohort.index()].add(requests, &tick.rates);
             }
         });
-        for (forecaster, observed) in st.cohorts.iter_mut().zip(per_cohort) {
-            forecaster.observe(observed);
-        }
+        shaping.finish();
 
-        // 3. Scores and the snapshots (hot path, admin API).
+        // 3. The other quantities, the cohorts, and the scores.
+        if let Some(observed) = observed {
+            all.requests = observed;
+            let sample = all.sample(tick_s);
+            for q in &Quantity::ALL[1..] {
+                st.global.observe(*q, sample.get(*q), all_traffic);
+            }
+        }
+        for (i, (forecaster, totals)) in st.cohorts.iter_mut().zip(per_cohort).enumerate() {
+            let id = u8::try_from(i).ok().and_then(CohortId::new);
+            let scoped = |h: u32| events.multiplier_at(self.at_horizon(now_ms, h), id, None);
+            forecaster.observe_all(&totals.sample(tick_s), scoped);
+        }
+        for q in &Quantity::ALL[1..] {
+            let shape: Vec<f64> = demand_multipliers(st.global.forecaster(*q), &HORIZONS)
+                .into_iter()
+                .zip(HORIZONS)
+                .map(|(m, h)| m * all_traffic(h))
+                .collect();
+            st.context.set_quantity_multipliers(*q, &shape);
+        }
         self.export_scores(st);
+
+        // 4. The snapshots (hot path, admin API).
         let decisions = self.decide(st, now_ms);
         let cohorts = self.cohort_views(st, now_ms);
         shared
@@ -309,22 +383,24 @@ impl ForecasterService {
                             .insights
                             .events
                             .multiplier_at(at, Some(id), None);
-                        let f = forecaster.forecast(h);
+                        let quantities = bands(forecaster, h, m, tick_s);
                         HorizonForecastView {
                             horizon_s: u64::from(h) * self.tick.as_secs(),
-                            median_rps: f.median * m / tick_s,
-                            p90_rps: f.p90 * m / tick_s,
+                            median_rps: quantities.requests_per_second.median,
+                            p90_rps: quantities.requests_per_second.p90,
+                            quantities,
                         }
                     })
                     .collect();
-                let best = forecaster.best(HORIZONS[0]);
+                let best = forecaster.best(Quantity::Requests, HORIZONS[0]);
                 Some(CohortForecastView {
                     cohort: id,
                     forecast: ForecastView {
                         computed_at_ms: now_ms,
                         model: best.map_or("none", ModelKind::name).to_owned(),
                         fallback_to_current_rate: matches!(best, None | Some(ModelKind::Naive)),
-                        reason: "cohort series: requests of the users assigned to it".to_owned(),
+                        reason: "cohort series: requests and activity of the users assigned to it"
+                            .to_owned(),
                         horizons,
                     },
                 })
@@ -338,29 +414,33 @@ impl ForecasterService {
         now_ms.saturating_add(tick_ms.saturating_mul(u64::from(horizon)))
     }
 
-    /// `forecast` scaled by the declared or learned effect of the events in
-    /// force `horizon` ticks from now (all-traffic scope).
-    fn with_events(&self, forecast: Forecast, now_ms: u64, horizon: u32) -> Forecast {
+    /// The multiplier of the events in force `horizon` ticks from now
+    /// (all-traffic scope).
+    fn event_multiplier(&self, now_ms: u64, horizon: u32) -> f64 {
         let at = self.at_horizon(now_ms, horizon);
-        let m = self.shared.insights.events.multiplier_at(at, None, None);
-        Forecast::new(forecast.median * m, forecast.p90 * m)
+        self.shared.insights.events.multiplier_at(at, None, None)
     }
 
     fn decide(&self, st: &TickState, now_ms: u64) -> Decisions {
         let tick_s = self.tick.as_secs_f64();
+        let aggregate_quantities: Vec<QuantityBands> = HORIZONS
+            .iter()
+            .map(|&h| bands(&st.global, h, self.event_multiplier(now_ms, h), tick_s))
+            .collect();
         let aggregate = HORIZONS
             .iter()
-            .map(|&h| {
-                let f = self.with_events(st.global.forecast(h), now_ms, h);
-                HorizonForecast {
-                    horizon_s: u64::from(h) * self.tick.as_secs(),
-                    median_rps: f.median / tick_s,
-                    p90_rps: f.p90 / tick_s,
-                    best_model: st.global.best(h).map_or("none", ModelKind::name),
-                }
+            .zip(&aggregate_quantities)
+            .map(|(&h, quantities)| HorizonForecast {
+                horizon_s: u64::from(h) * self.tick.as_secs(),
+                median_rps: quantities.requests_per_second.median,
+                p90_rps: quantities.requests_per_second.p90,
+                best_model: st
+                    .global
+                    .best(Quantity::Requests, h)
+                    .map_or("none", ModelKind::name),
             })
             .collect();
-        let (use_forecast, reason) = match st.global.best(HORIZONS[0]) {
+        let (use_forecast, reason) = match st.global.best(Quantity::Requests, HORIZONS[0]) {
             None => (false, "no forecast yet: not enough history"),
             Some(ModelKind::Naive) => (false, "forecast no better than naive: using current rates"),
             Some(_) => (true, "a model beats naive one tick ahead"),
@@ -371,32 +451,49 @@ impl ForecasterService {
             use_forecast,
             reason,
             aggregate,
+            aggregate_quantities,
             user_context: Some(Arc::new(st.context.clone())),
         }
     }
 
+    /// Sets `headroom_forecast_error` from the aggregate's scores of every
+    /// quantity and horizon (series not scored yet stay NaN).
     fn export_scores(&self, st: &TickState) {
         let gauge = &self.shared.metrics.forecast_error;
         for &h in &HORIZONS {
-            let scores = st.tracker.scores(0, h);
-            if scores.points == 0 {
-                continue;
-            }
             let label = horizon_label(h, self.tick);
-            let values = [
-                scores.mae,
-                scores.smape,
-                scores.mase,
-                scores.pinball_p90,
-                scores.coverage_p90,
-            ];
-            for (metric, value) in FORECAST_METRICS.into_iter().zip(values) {
-                gauge
-                    .with_label_values(&[label.as_str(), metric])
-                    .set(value);
+            for (q, metrics) in Quantity::ALL.into_iter().zip(FORECAST_ERROR_METRICS) {
+                let scores = st.global.scores(q, h);
+                if scores.points == 0 {
+                    continue;
+                }
+                let values = [
+                    scores.mae,
+                    scores.smape,
+                    scores.mase,
+                    scores.pinball_p90,
+                    scores.coverage_p90,
+                ];
+                for (metric, value) in metrics.into_iter().zip(values) {
+                    gauge
+                        .with_label_values(&[label.as_str(), metric])
+                        .set(value);
+                }
             }
         }
     }
+}
+
+/// Every quantity of `forecaster` at `horizon`, scaled by the event
+/// multiplier `m`, per second of a `tick_s` bucket.
+fn bands(forecaster: &QuantityForecaster, horizon: u32, m: f64, tick_s: f64) -> QuantityBands {
+    QuantityBands::from_fn(|q| {
+        let f = forecaster.forecast(q, horizon);
+        Forecast::new(
+            q.per_second(f.median * m, tick_s),
+            q.per_second(f.p90 * m, tick_s),
+        )
+    })
 }
 
 #[async_trait]

@@ -53,7 +53,9 @@ pub use attributes::{AttributeCodes, UserAttributeCell};
 pub use decision::{DecisionMark, LastDecision, VerdictKind};
 pub use service::InsightsService;
 pub use tick::{TickReport, Ticker};
-pub use views::{CohortForecastView, CohortLive, ForecastView, HorizonForecastView};
+pub use views::{
+    Band, CohortForecastView, CohortLive, ForecastView, HorizonForecastView, QuantityBands,
+};
 
 use crate::state::{Shared, UserState};
 

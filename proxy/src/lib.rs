@@ -22,4 +22,7 @@ pub mod run;
 pub mod service;
 pub mod state;
 pub mod sweeper;
+pub mod tiering;
 pub mod trace;
+pub mod upstreams;
+pub mod warmer;

@@ -237,6 +237,12 @@ impl Metrics {
         metrics
     }
 
+    /// The registry, for modules that register their own families once at
+    /// start-up (the warmer's).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Resolves (and so creates at zero) the series of one tier.
     pub fn tier(&self, tier: &str) -> TierMetrics {
         let outcomes = Outcome::ALL.map(|o| self.requests.with_label_values(&[tier, o.as_str()]));

@@ -7,10 +7,11 @@
 //! rename it. A file that fails to load or compile is reported with its
 //! `FILE:LINE:COLUMN` lines, counted in
 //! `headroom_config_reloads_total{result="error"}`, and never replaces the
-//! policy in force. Listeners, threads, upstreams, health checks, timeouts,
-//! profiler sizing and admission limits are read once at start: a reload that
-//! changes them logs a warning naming each key, and they need a restart.
-//! Tiers, rules, routes, identity and per-tier queue settings reload live.
+//! policy in force. Listeners, threads, upstreams, upstream pools, health
+//! checks, timeouts, profiler sizing, admission limits and warming are read
+//! once at start: a reload that changes them logs a warning naming each key,
+//! and they need a restart. Tiers (including which pool a tier uses),
+//! rules, routes, identity and per-tier queue settings reload live.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::PathBuf;
@@ -78,8 +79,16 @@ impl Reloader {
                 for key in self.startup.changed(&config) {
                     tracing::warn!(key, "setting changed in the file needs a restart to apply");
                 }
-                compile_runtime(&config, &self.path, &self.shared.metrics, &self.secret)
-                    .map_err(|e| e.to_string())
+                let mut runtime =
+                    compile_runtime(&config, &self.path, &self.shared.metrics, &self.secret)
+                        .map_err(|e| e.to_string())?;
+                // Pools are restart-only: route tiers to the pools running now.
+                let (routes, unresolved) = self.shared.pools.routes(&config, &runtime.policy);
+                for pool in unresolved {
+                    tracing::warn!(pool = %pool, "tier names a pool not running until restart; using the default pool");
+                }
+                runtime.tier_pools = routes;
+                Ok(runtime)
             });
         match result {
             Ok(runtime) => {
@@ -130,6 +139,8 @@ impl RestartOnly {
             ),
             ("profiler", old.profiler != new.profiler),
             ("admission", old.admission != new.admission),
+            ("upstream_pools", old.upstream_pools != new.upstream_pools),
+            ("warming", old.warming != new.warming),
         ];
         checks
             .iter()

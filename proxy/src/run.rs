@@ -1,22 +1,19 @@
 //! `headroom run`: assemble the pingora server from a config file and serve.
 //!
-//! Services: the proxy listener, the admin listener, the upstream health
-//! checker, the config reloader, the profiler's sweeper and the insights
+//! Services: the proxy listener, the admin listener, one upstream health
+//! checker per pool, the warmer (when `warming.enabled`), the config reloader, the profiler's sweeper and the insights
 //! tick (cohorts, next action, events). Each background task runs in its
 //! own tracing span.
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use futures::FutureExt;
 use headroom_config::Config;
 use headroom_profiler::{SystemClock, TableConfig, UserTable};
-use pingora::lb::discovery::Static;
-use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
-use pingora::lb::{Backend, Backends, LoadBalancer};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
@@ -32,6 +29,9 @@ use crate::reload::Reloader;
 use crate::service::HeadroomProxy;
 use crate::state::{Shared, UpstreamOptions};
 use crate::sweeper::Sweeper;
+use crate::upstreams::{self, Pool, UpstreamPools};
+use crate::warmer::hub::WarmHub;
+use crate::warmer::WarmerService;
 use headroom_policies::DeviceCache;
 
 /// Command-line overrides of the config file's listeners and upstreams, so
@@ -122,13 +122,38 @@ pub fn build_server(
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
 
-    // Upstreams with health checks.
-    let upstreams = load_balancer(&config, &upstream_addrs)?;
-    let health = background_service("health check", upstreams);
-    let upstreams = health.task();
+    // Upstream pools with health checks: the default one, then each named.
+    let mut health_services = Vec::with_capacity(config.upstream_pools.len() + 1);
+    let mut pools = Vec::with_capacity(config.upstream_pools.len() + 1);
+    let named = config.upstream_pools.iter().map(|p| {
+        let addrs: Vec<(SocketAddr, usize)> = p
+            .upstreams
+            .iter()
+            .map(|u| (u.address, u.weight as usize))
+            .collect();
+        (p.name.clone(), addrs)
+    });
+    for (name, addrs) in
+        std::iter::once(("default".to_owned(), upstream_addrs.clone())).chain(named)
+    {
+        let lb = upstreams::balancer(&name, &addrs, &config.health_check)
+            .map_err(|e| RunError::Server(e.to_string()))?;
+        let service = background_service(&format!("health check {name}"), lb);
+        pools.push(Pool {
+            name,
+            balancer: service.task(),
+            requests: AtomicU64::new(0),
+        });
+        health_services.push(service);
+    }
+    let pools = UpstreamPools::new(pools);
+    let upstreams = Arc::clone(&pools.default_pool().balancer);
 
     // Shared state: the compiled runtime plus what a reload keeps.
     let metrics = Metrics::new();
+    let hold = config.upstream_timeouts.connect + Duration::from_millis(500);
+    let warm = WarmHub::new(hold, config.warming.path.as_deref(), metrics.registry())
+        .map_err(|e| RunError::Config(e.to_string()))?;
     let secret = IdentitySecret::random().map_err(|e| RunError::Server(e.to_string()))?;
     let runtime = compile_runtime(&config, &path, &metrics, &secret)
         .map_err(|e| RunError::Config(e.to_string()))?;
@@ -160,6 +185,8 @@ pub fn build_server(
             idle_timeout: config.upstream_timeouts.idle,
         },
         insights,
+        pools,
+        warm,
     });
 
     let mut proxy = pingora::proxy::http_proxy_service(
@@ -186,7 +213,18 @@ pub fn build_server(
 
     server.add_service(proxy);
     server.add_service(admin_service);
-    server.add_service(health);
+    for health in health_services {
+        server.add_service(health);
+    }
+    if config.warming.enabled {
+        let warmer = WarmerService::new(
+            Arc::clone(&shared),
+            config.warming.clone(),
+            listen,
+            config.upstream_timeouts.pool_size,
+        );
+        server.add_service(background_service("warmer", warmer));
+    }
     server.add_service(reloader);
     server.add_service(sweeper);
     server.add_service(forecaster);
@@ -217,46 +255,6 @@ fn check_addresses(
             .map_err(|e| RunError::Address(format!("cannot listen on {addr}: {e}")))?;
     }
     Ok(())
-}
-
-fn load_balancer(
-    config: &Config,
-    addrs: &[(SocketAddr, usize)],
-) -> Result<LoadBalancer<pingora::lb::selection::RoundRobin>, RunError> {
-    let backends: BTreeSet<Backend> = addrs
-        .iter()
-        .map(|(addr, weight)| Backend::new_with_weight(&addr.to_string(), *weight))
-        .collect::<Result<_, _>>()
-        .map_err(|e| RunError::Server(e.to_string()))?;
-    let mut lb = LoadBalancer::from_backends(Backends::new(Static::new(backends)));
-    // A static list resolves without waiting; fill the selector before serving.
-    lb.update()
-        .now_or_never()
-        .ok_or_else(|| RunError::Server("static discovery blocked".into()))?
-        .map_err(|e| RunError::Server(e.to_string()))?;
-    let hc = &config.health_check;
-    if !hc.interval.is_zero() {
-        let check: Box<dyn HealthCheck + Send + Sync> = match &hc.path {
-            Some(path) => {
-                let mut check = HttpHealthCheck::new("localhost", false);
-                check.req.set_uri(
-                    path.parse()
-                        .map_err(|e| RunError::Config(format!("health_check.path: {e}")))?,
-                );
-                check.peer_template.options.connection_timeout = Some(hc.timeout);
-                check.peer_template.options.read_timeout = Some(hc.timeout);
-                Box::new(check)
-            }
-            None => {
-                let mut check = TcpHealthCheck::new();
-                check.peer_template.options.connection_timeout = Some(hc.timeout);
-                check
-            }
-        };
-        lb.set_health_check(check);
-        lb.health_check_frequency = Some(hc.interval);
-    }
-    Ok(lb)
 }
 
 fn table_config(config: &Config) -> TableConfig {

@@ -3,9 +3,14 @@
 //! - `request_filter`: identify the user, look up their state, record the
 //!   arrival, check the tier's rate limit, pass the admission gate (or wait
 //!   in its fair queue); answer 401, 429 or 503 here.
-//! - `upstream_peer`: pick an upstream from the healthy set.
+//! - `upstream_peer`: pick a healthy upstream from the tier's pool (the
+//!   default pool unless the tier names one); a warm-up request goes to the
+//!   backend it names. A retry after a failure on a reused connection gets
+//!   a fresh connection.
 //! - `upstream_request_filter`: strip client-sent `x-headroom-*` and
 //!   hop-by-hop headers, add the pseudonymous user and the tier.
+//! - `connected_to_upstream`: hold a warm-up request until its whole round
+//!   owns connections (see [`crate::warmer`]).
 //! - `response_filter`: add the tier, forecast and rate-limit headers.
 //! - `logging`: record status, bytes and latency into the user's windows and
 //!   count the outcome.
@@ -31,6 +36,12 @@ use crate::admission::Permit;
 use crate::headers;
 use crate::metrics::Outcome;
 use crate::state::{Runtime, Shared, UserState};
+use crate::upstreams::DEFAULT_POOL;
+use crate::warmer::hub::{WarmHub, WarmTarget};
+
+/// The pool group key of a retry's fresh connection (see `upstream_peer`);
+/// any value other than pingora's default 0 keeps it apart.
+const FRESH_CONNECTION_GROUP: u64 = 0x6865_6164_726f_6f6d;
 
 /// Per-request state carried between the phases.
 pub struct RequestCtx {
@@ -63,6 +74,11 @@ pub struct RequestCtx {
     /// Body bytes passed to the client so far, and when the first went.
     paced_bytes: u64,
     paced_since: Option<Instant>,
+    /// Set for the warmer's own requests (never user traffic).
+    warm: Option<WarmTarget>,
+    /// A previous attempt failed on a reused upstream connection: the next
+    /// one must not take another pooled (possibly also stale) connection.
+    fresh_connection: bool,
 }
 
 /// The pingora proxy application.
@@ -117,10 +133,22 @@ impl ProxyHttp for HeadroomProxy {
             pace_bytes_per_second: None,
             paced_bytes: 0,
             paced_since: None,
+            warm: None,
+            fresh_connection: false,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        // The warmer's requests skip identity, limits and admission, and are
+        // never counted (one string comparison for everyone else).
+        if self.shared.warm.is_marker(session.req_header().uri.path()) {
+            ctx.warm = WarmHub::parse(session.req_header().uri.query());
+            if ctx.warm.is_none() {
+                Self::refuse(session, 400, &[], b"malformed warm-up request\n").await?;
+                return Ok(true);
+            }
+            return Ok(false);
+        }
         let rt = self.shared.runtime.load_full();
         ctx.runtime = Some(Arc::clone(&rt));
         let peer = session
@@ -153,8 +181,13 @@ impl ProxyHttp for HeadroomProxy {
         let arrival = self
             .shared
             .arrive(&rt, &identity, &req.headers, req.uri.path(), now_ms);
-        let (user, tier, route, verdict) =
-            (arrival.user, arrival.tier, arrival.route, arrival.verdict);
+        let (user, tier, route, verdict, reserved) = (
+            arrival.user,
+            arrival.tier,
+            arrival.route,
+            arrival.verdict,
+            arrival.reserved,
+        );
         ctx.user_key = identity.key;
         ctx.route = route.id;
         ctx.route_kind = route.kind;
@@ -185,7 +218,12 @@ impl ProxyHttp for HeadroomProxy {
 
         // Admission: straight through while the backend has room; otherwise
         // wait in the fair queue, or be shed when the tier's wait runs out.
-        match self.shared.admission.acquire(tier.index()).await {
+        match self
+            .shared
+            .admission
+            .acquire_for(tier.index(), reserved)
+            .await
+        {
             Ok(permit) => {
                 let admitted_at = Instant::now();
                 if let Some(waited) = admitted_at.checked_duration_since(ctx.started) {
@@ -225,14 +263,33 @@ impl ProxyHttp for HeadroomProxy {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let key = ctx.user_key.to_le_bytes();
-        let backend = self
-            .shared
-            .upstreams
-            .select(&key, 256)
-            .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no healthy upstream"))?;
-        let mut peer = HttpPeer::new(backend.addr, false, String::new());
+        let backend = match ctx.warm {
+            Some(warm) => warm.backend,
+            None => {
+                let route = match (&ctx.runtime, ctx.tier) {
+                    (Some(rt), Some(tier)) => rt.tier_pools.get(tier.index()).copied().flatten(),
+                    _ => None,
+                };
+                let key = ctx.user_key.to_le_bytes();
+                self.shared
+                    .pools
+                    .select(route, &key)
+                    .ok_or_else(|| match route {
+                        // A tier's own pool down: 503, the tier is not served now.
+                        Some(r) if r.pool != DEFAULT_POOL => Error::explain(
+                            ErrorType::HTTPStatus(503),
+                            "no healthy upstream in the tier's pool",
+                        ),
+                        _ => Error::explain(ErrorType::ConnectNoRoute, "no healthy upstream"),
+                    })?
+            }
+        };
+        let mut peer = HttpPeer::new(backend, false, String::new());
         self.shared.upstream_options.apply(&mut peer);
+        if ctx.fresh_connection {
+            // A group key of its own: no pooled connection matches it.
+            peer.group_key = FRESH_CONNECTION_GROUP;
+        }
         Ok(Box::new(peer))
     }
 
@@ -245,6 +302,11 @@ impl ProxyHttp for HeadroomProxy {
         // Nothing a client sends may look like Headroom's own word.
         for name in headers::request_headers_to_drop(&upstream_request.headers) {
             upstream_request.remove_header(&name);
+        }
+        if ctx.warm.is_some() {
+            // The backend sees a plain GET of the cheap warm-up path.
+            upstream_request.set_uri(self.shared.warm.backend_path().clone());
+            return Ok(());
         }
         upstream_request.insert_header(headers::USER, headers::user_id(ctx.user_key))?;
 
@@ -262,6 +324,48 @@ impl ProxyHttp for HeadroomProxy {
             upstream_request.insert_header(headers::TIER, rt.tier(tier).name_header.clone())?;
         }
         Ok(())
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        _fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(warm) = ctx.warm {
+            self.shared.warm.connected(warm, reused).await;
+        }
+        Ok(())
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        // pingora's rule: an idempotent request whose body is still
+        // buffered is retried when the failure was on a reused connection
+        // (a keep-alive connection the backend closed while idle).
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let replayable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated();
+        if replayable {
+            e.retry.decide_reuse(client_reused);
+        } else {
+            e.set_retry(false);
+        }
+        // The retry takes a fresh connection rather than the next pooled one,
+        // which may be just as stale.
+        if e.retry() {
+            ctx.fresh_connection = true;
+        }
+        e
     }
 
     async fn response_filter(
@@ -325,6 +429,10 @@ impl ProxyHttp for HeadroomProxy {
         // Free the admission slot first: the next waiter need not wait for our
         // bookkeeping.
         drop(ctx.permit.take());
+        if let Some(admitted_at) = ctx.admitted_at {
+            // Time holding an upstream connection, for the warmer's Little's law.
+            self.shared.warm.timing.record(admitted_at.elapsed());
+        }
         let elapsed = ctx.started.elapsed();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         if e.is_some() && ctx.outcome == Outcome::Admitted {

@@ -22,6 +22,9 @@ use crate::forecaster::Decisions;
 use crate::identity::{Identity, IdentityResolver};
 use crate::insights::{InsightsHub, LastDecision, UserAttributeCell};
 use crate::metrics::{Metrics, TierMetrics, NO_TIER};
+use crate::tiering::{Reserved, ShapingCell};
+use crate::upstreams::{PoolRoute, UpstreamPools};
+use crate::warmer::hub::WarmHub;
 
 /// What the proxy keeps per tracked user besides the behaviour windows.
 #[derive(Default)]
@@ -38,6 +41,9 @@ pub struct UserState {
     pub attributes: UserAttributeCell,
     /// The latest tier and rate-limit verdict, for the profile API.
     pub decision: LastDecision,
+    /// Predictive tier assignment, static-rule mask and pre-allocation
+    /// (16 bytes; see [`crate::tiering`]).
+    pub shaping: ShapingCell,
 }
 
 /// Header values and metric handles of one tier, prepared at compile time so
@@ -73,6 +79,9 @@ pub struct Runtime {
     pub tier_queues: Vec<TierQueue>,
     /// Response-body pacing per tier, in `TierId` order.
     pub pacing: Vec<Option<Pacing>>,
+    /// The upstream pool of each tier, in `TierId` order; `None` (or a
+    /// missing entry) is the default pool.
+    pub tier_pools: Vec<Option<PoolRoute>>,
 }
 
 /// A tier's response-body pacing.
@@ -120,6 +129,7 @@ impl Runtime {
             no_tier_metrics: metrics.tier(NO_TIER),
             tier_queues,
             pacing,
+            tier_pools: Vec::new(),
         }
     }
 }
@@ -170,6 +180,11 @@ pub struct Shared {
     /// Cohorts, next action, latency sensitivity, events and the admin
     /// token (see [`crate::insights`]).
     pub insights: InsightsHub,
+    /// Every upstream pool (the default first), with health checks.
+    pub pools: UpstreamPools,
+    /// Warm-up request marker, round coordination, upstream timing and
+    /// the warmer's metrics (see [`crate::warmer`]).
+    pub warm: WarmHub,
 }
 
 impl Shared {
@@ -216,6 +231,9 @@ pub struct Arrival {
     pub route: RouteClass,
     /// The rate-limit verdict.
     pub verdict: Verdict,
+    /// Whether the user holds a pre-allocation now (may use reserved
+    /// admission slots).
+    pub reserved: bool,
 }
 
 impl Shared {
@@ -245,7 +263,6 @@ impl Shared {
             authenticated: matches!(identity.source, SourceKind::ApiKey | SourceKind::Jwt),
             source: identity.source,
         };
-        let tier = rt.policy.tier_for(&attrs);
         let route = rt.policy.classify(path);
         let bytes_in = headers
             .get(http::header::CONTENT_LENGTH)
@@ -255,6 +272,7 @@ impl Shared {
 
         // Demand counts whether or not it is admitted.
         let user = self.user(identity.key, now_ms, identity.verified);
+        let (tier, reserved) = self.shaped_tier(rt, &user, &attrs, now_ms);
         let transition = user.windows.record_arrival(now_ms, route.id, bytes_in);
         crate::insights::record_arrival(self, &user, &transition, route.id, &attrs);
         let verdict = rt.policy.check(&user.extra.bucket, tier, route.cost);
@@ -264,7 +282,39 @@ impl Shared {
             tier,
             route,
             verdict,
+            reserved,
         }
+    }
+
+    /// The request's tier and whether its user holds a pre-allocation.
+    /// Static policies: the first matching rule, as always. Predictive
+    /// ones: the tick's assignment for the user (one atomic load), else the
+    /// static rules; the shared overflow entry always uses the static rules.
+    fn shaped_tier(
+        &self,
+        rt: &Runtime,
+        user: &Arc<UserEntry<UserState>>,
+        attrs: &Attributes<'_>,
+        now_ms: u64,
+    ) -> (TierId, bool) {
+        let policy = &rt.policy;
+        if !policy.is_predictive() || Arc::ptr_eq(user, &self.overflow) {
+            return (policy.tier_for(attrs), false);
+        }
+        let cell = &user.extra.shaping;
+        cell.note_mask(policy.tagged_mask(attrs));
+        let tier = cell
+            .tier(policy.generation())
+            .unwrap_or_else(|| policy.tier_for(attrs));
+        let reserved = match cell.arrive(now_ms / 1000) {
+            Reserved::No => false,
+            Reserved::FirstUse => {
+                self.admission.prealloc.used.inc();
+                true
+            }
+            Reserved::Yes => true,
+        };
+        (tier, reserved)
     }
 }
 

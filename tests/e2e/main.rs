@@ -8,3 +8,5 @@ mod demo;
 mod forwarding;
 mod identity;
 mod limits;
+mod predictive;
+mod warming;

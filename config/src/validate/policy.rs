@@ -321,13 +321,14 @@ pub(super) fn rules(
     list: &SpannedList<RawRule>,
     tiers: &TierSet,
     identity: &Written,
+    routes: &[Route],
 ) -> Vec<Rule> {
     let Some(list) = list else { return Vec::new() };
     let mut out = Vec::with_capacity(list.value.len());
     for (i, entry) in list.value.iter().enumerate() {
         let key = format!("rules[{i}]");
         let when = match &entry.value.when {
-            Some(when) => condition(ctx, &format!("{key}.when"), &when.value, identity),
+            Some(when) => condition(ctx, &format!("{key}.when"), &when.value, identity, routes),
             None => Some(Condition::default()),
         };
         let tier_key = format!("{key}.tier");
@@ -346,12 +347,14 @@ pub(super) fn rules(
     out
 }
 
-/// One rule's conditions.
-fn condition(
+/// One rule's conditions (also `preallocate.when`); `routes` are the valid
+/// routes, for next-action conditions.
+pub(super) fn condition(
     ctx: &mut Ctx<'_>,
     key: &str,
     raw: &RawCondition,
     identity: &Written,
+    routes: &[Route],
 ) -> Option<Condition> {
     let mut ok = true;
     let mut text = |ctx: &mut Ctx<'_>, name: &str, field: &Field<String>| -> Option<String> {
@@ -395,6 +398,10 @@ fn condition(
         Some(kind)
     });
 
+    let predictions = super::shaping::predictions(ctx, key, raw, routes);
+    ok &= predictions.is_some();
+    let predictions = predictions.unwrap_or_default();
+
     ok.then_some(Condition {
         plan,
         role,
@@ -402,5 +409,8 @@ fn condition(
         device,
         authenticated,
         source,
+        predicted_rps_p90_above: predictions.rps_p90_above,
+        latency_sensitive: predictions.latency_sensitive,
+        next_action: predictions.next_action,
     })
 }

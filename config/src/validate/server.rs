@@ -99,9 +99,21 @@ fn upstreams(
     listen: SocketAddr,
 ) -> Vec<Upstream> {
     let Some(list) = list else { return Vec::new() };
-    let mut out: Vec<Upstream> = Vec::with_capacity(list.value.len());
-    for (i, entry) in list.value.iter().enumerate() {
-        let key = format!("upstreams[{i}]");
+    upstream_entries(ctx, "upstreams", &list.value, listen)
+}
+
+/// The entries of one upstream list written under `prefix` (`upstreams`, or
+/// `upstream_pools.NAME`): addresses unique within the list, none pointing
+/// back at the proxy itself.
+pub(super) fn upstream_entries(
+    ctx: &mut Ctx<'_>,
+    prefix: &str,
+    entries: &[Spanned<RawUpstream>],
+    listen: SocketAddr,
+) -> Vec<Upstream> {
+    let mut out: Vec<Upstream> = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.iter().enumerate() {
+        let key = format!("{prefix}[{i}]");
         let raw = &entry.value;
         let weight = ctx.integer_or(&format!("{key}.weight"), &raw.weight, (1, MAX_WEIGHT), 1);
         let address_key = format!("{key}.address");
@@ -123,7 +135,7 @@ fn upstreams(
             ctx.invalid(&written.referenced, &address_key, message);
         } else if let Some(first) = out.iter().position(|u| u.address == address) {
             let message = format!(
-                "{address} is already upstreams[{first}]; list each backend once and use weight"
+                "{address} is already {prefix}[{first}]; list each backend once and use weight"
             );
             ctx.invalid(&written.referenced, &address_key, message);
         }

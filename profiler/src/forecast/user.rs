@@ -10,7 +10,8 @@
 //!   already keeps ([`UserWindows::requests`], the last minute by default);
 //! - the user's *level*, a rate smoothed over about half an hour, kept in
 //!   [`UserForecastState`] (16 bytes with the previous forecast and the
-//!   request total it was updated from);
+//!   request total it was updated from), and the levels of bytes out and
+//!   backend time (8 more bytes, 24 in all), for [`peek_user_quantities`];
 //! - a *demand multiplier* per horizon, shared by a cohort, from its
 //!   forecaster ([`demand_multipliers`]): how much busier the service will
 //!   be at the horizon than now;
@@ -35,11 +36,14 @@
 //! bucket, as in `headroom eval`.
 
 mod calibration;
+mod quantities;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 pub use calibration::{CountCalibration, CountQuantiles};
+pub use quantities::{peek_user_quantities, UserQuantityForecast};
 
+use super::quantity::{ActivityRates, Quantity};
 use super::{poisson_quantile, DemandForecaster, Forecast, Forecaster, ModelKind};
 use crate::user::UserWindows;
 
@@ -59,14 +63,18 @@ const INITIALISED: u32 = 1 << 31;
 const TOTAL_MASK: u32 = INITIALISED - 1;
 
 /// The per-user state of the forecast: the smoothed level, the previous
-/// tick's first-horizon forecast (both rates as `f32`) and the request
-/// total they were computed from. 16 bytes with alignment; updated with
-/// relaxed atomics by the one tick that owns it, so it can live in an
-/// entry shared with the hot path.
+/// tick's first-horizon forecast (both rates as `f32`), the request total
+/// they were computed from, and the smoothed levels of bytes out and
+/// backend time. 24 bytes with alignment; updated with relaxed atomics by
+/// the one tick that owns it, so it can live in an entry shared with the
+/// hot path.
 #[derive(Debug, Default)]
 pub struct UserForecastState {
     /// Level rps (high half) and previous forecast rps (low half).
     rates: AtomicU64,
+    /// Bytes out per second (high half) and busy seconds per second (low
+    /// half), smoothed like the request level.
+    levels: AtomicU64,
     /// Request total (low 31 bits) and [`INITIALISED`].
     total: AtomicU32,
 }
@@ -83,6 +91,25 @@ impl UserForecastState {
     /// the first tick that saw this user.
     pub fn forecast_rps(&self) -> Option<f64> {
         self.load().map(|(_, forecast, _)| forecast)
+    }
+
+    /// The smoothed levels of bytes out (bytes per second) and backend
+    /// time (busy seconds per second); `None` before the first tick that
+    /// saw this user.
+    pub fn activity_levels(&self) -> Option<(f64, f64)> {
+        self.load()?;
+        let levels = self.levels.load(Ordering::Relaxed);
+        Some((
+            f64::from(f32::from_bits((levels >> 32) as u32)),
+            f64::from(f32::from_bits(levels as u32)),
+        ))
+    }
+
+    /// Stores the levels of bytes out and backend time (per second).
+    fn store_levels(&self, bytes_out_per_s: f64, busy_s_per_s: f64) {
+        let levels = (u64::from((bytes_out_per_s as f32).to_bits()) << 32)
+            | u64::from((busy_s_per_s as f32).to_bits());
+        self.levels.store(levels, Ordering::Relaxed);
     }
 
     /// Level, previous forecast and last total, if initialised.
@@ -171,6 +198,9 @@ pub struct UserTick {
     /// Requests the previous tick's first-horizon forecast expected over
     /// the same time; `None` for a user seen for the first time.
     pub expected: Option<f64>,
+    /// The user's activity window as read by the tick, for the series of
+    /// bytes, backend time and concurrency ([`super::quantity`]).
+    pub rates: ActivityRates,
 }
 
 /// Everything shared by the users of one cohort during one tick.
@@ -178,6 +208,9 @@ pub struct UserTick {
 pub struct UserForecastContext {
     horizons_ms: Vec<u64>,
     multipliers: Vec<f64>,
+    /// Per horizon, the demand multiplier of each [`Quantity`] (the
+    /// requests slot mirrors `multipliers`).
+    quantity_multipliers: Vec<[f64; 4]>,
     recent_weights: Vec<f64>,
     count_bucket_ms: u64,
     elapsed_ms: u64,
@@ -198,6 +231,7 @@ impl UserForecastContext {
         Self {
             horizons_ms: horizons_ms.to_vec(),
             multipliers: vec![1.0; horizons_ms.len()],
+            quantity_multipliers: vec![[1.0; 4]; horizons_ms.len()],
             recent_weights,
             count_bucket_ms: count_bucket_ms.max(1),
             elapsed_ms: count_bucket_ms.max(1),
@@ -220,7 +254,36 @@ impl UserForecastContext {
                 Some(&m) if m.is_finite() && m >= 0.0 => m,
                 _ => 1.0,
             };
+            self.quantity_multipliers[i][Quantity::Requests.index()] = *slot;
         }
+    }
+
+    /// Sets the demand multiplier of `q` at each horizon, as
+    /// [`Self::set_multipliers`] does for requests (which this also sets
+    /// when `q` is [`Quantity::Requests`]).
+    pub fn set_quantity_multipliers(&mut self, q: Quantity, multipliers: &[f64]) {
+        if q == Quantity::Requests {
+            self.set_multipliers(multipliers);
+            return;
+        }
+        for (i, slot) in self.quantity_multipliers.iter_mut().enumerate() {
+            slot[q.index()] = match multipliers.get(i) {
+                Some(&m) if m.is_finite() && m >= 0.0 => m,
+                _ => 1.0,
+            };
+        }
+    }
+
+    /// The multiplier of `q` at the `i`-th horizon (1 when out of range).
+    pub fn quantity_multiplier(&self, q: Quantity, i: usize) -> f64 {
+        self.quantity_multipliers
+            .get(i)
+            .map_or(1.0, |m| m[q.index()])
+    }
+
+    /// The length of the count buckets (ms).
+    pub fn count_bucket_ms(&self) -> u64 {
+        self.count_bucket_ms
     }
 
     /// Sets the time since the previous tick (ms, at least 1), over which
@@ -281,6 +344,7 @@ pub fn forecast_user(
     out: &mut [UserHorizonForecast],
 ) -> UserTick {
     let recent = recent_rps(windows, now_ms);
+    let rates = ActivityRates::read(windows, now_ms);
 
     // The level moves towards the rate since the previous tick.
     let total = windows.requests_total();
@@ -293,6 +357,7 @@ pub fn forecast_user(
             let tick = UserTick {
                 observed,
                 expected: Some(forecast * elapsed_s),
+                rates,
             };
             (keep * level + (1.0 - keep) * observed / elapsed_s, tick)
         }
@@ -304,13 +369,23 @@ pub fn forecast_user(
             let tick = UserTick {
                 observed: total as f64,
                 expected: None,
+                rates,
             };
             ((1.0 - keep) * total as f64 / elapsed_s, tick)
         }
     };
 
     let first_rps = fill(ctx, recent.unwrap_or(level), level, out);
+    // Bytes and backend levels follow their window rates with the same
+    // half-life, from zero at first sight like the request level, so that
+    // their ratios to it are per-request sizes.
+    let (bytes, busy) = state.activity_levels().unwrap_or((0.0, 0.0));
+    let (bytes, busy) = (
+        keep * bytes + (1.0 - keep) * rates.bytes_out_per_s,
+        keep * busy + (1.0 - keep) * rates.busy_s_per_s,
+    );
     state.store(level, first_rps, total);
+    state.store_levels(bytes, busy);
     tick
 }
 

@@ -55,6 +55,9 @@ struct CohortView<'a> {
     /// For a member who just acted in route `after`: likelihood of each
     /// route within each horizon.
     next_action: Vec<AfterView>,
+    /// The cohort's forecast of requests, bytes out, backend time and
+    /// concurrency per horizon, once the forecaster has published it.
+    forecast: Option<&'a ForecastView>,
 }
 
 #[derive(Debug, Serialize)]
@@ -97,7 +100,7 @@ pub fn cohorts(shared: &Shared) -> Reply {
 
 fn cohort_view<'a>(
     c: &'a Cohort,
-    insights: &Insights,
+    insights: &'a Insights,
     policy: &Policy,
     table: Option<&NextActionTable>,
 ) -> CohortView<'a> {
@@ -113,6 +116,11 @@ fn cohort_view<'a>(
         route_mix: RouteShare::of_shares(policy, &c.route_mix),
         hourly_shape: &c.hourly_shape,
         next_action: table.map_or_else(Vec::new, |t| matrix(t, policy, c.id)),
+        forecast: insights
+            .cohort_forecasts
+            .iter()
+            .find(|f| f.cohort == c.id)
+            .map(|f| &f.forecast),
     }
 }
 

@@ -15,7 +15,7 @@
 //! a way to refill it; the operator can always delete.
 
 use headroom_policies::Policy;
-use headroom_profiler::forecast::user::{peek_user, UserHorizonForecast};
+use headroom_profiler::forecast::user::{peek_user_quantities, UserQuantityForecast};
 use headroom_profiler::next_action::ActionMark;
 use headroom_profiler::{Clock, CohortId, UserEntry, UserSnapshot};
 use http::header::RETRY_AFTER;
@@ -25,7 +25,7 @@ use serde::Serialize;
 use super::auth::Caller;
 use super::reply::Reply;
 use super::views::{next_action_horizons_s, route_classes, RouteShare};
-use crate::insights::{DecisionMark, Insights, VerdictKind};
+use crate::insights::{DecisionMark, Insights, QuantityBands, VerdictKind};
 use crate::state::{Shared, UserState};
 
 /// The one answer for an id the caller may not see or that is not tracked.
@@ -40,6 +40,8 @@ struct ProfileView {
     at_ms: u64,
     /// The tier and rate-limit state of the latest request.
     rate_limit: Option<RateLimitView>,
+    /// The predictive tier assignment and pre-allocation, if any.
+    tiering: Option<TieringView>,
     /// Arrivals per route in the activity window, by route name.
     route_mix: Vec<RouteShare>,
     /// How much the user minds slow responses.
@@ -64,58 +66,34 @@ struct UserForecastView {
     horizons: Vec<UserHorizonView>,
 }
 
-/// Median and 90th percentile of one forecast quantity.
-#[derive(Debug, Serialize)]
-struct Band {
-    median: f64,
-    p90: f64,
-}
-
-/// One horizon. Requests come from the forecaster; the other quantities
-/// are derived from them with the user's own recent ratios: bytes per
-/// request, and backend time per request (Little's law turns the backend
-/// seconds per second into the expected concurrency).
+/// One horizon, every quantity per second: requests, bytes out, backend
+/// time (busy seconds per second) and concurrency (mean requests in
+/// flight). Requests come from the user's calibrated count forecast; the
+/// others are that count times the user's smoothed size per request, moved
+/// by each quantity's own aggregate shape (see
+/// `headroom_profiler::forecast::user::peek_user_quantities`).
 #[derive(Debug, Serialize)]
 struct UserHorizonView {
     horizon_s: u64,
-    requests_per_second: Band,
-    bytes_out_per_second: Band,
-    backend_seconds_per_second: Band,
-    concurrency: Band,
+    #[serde(flatten)]
+    quantities: QuantityBands,
 }
 
 /// The user's forecasts from the latest tick's context, read-only.
 fn user_forecast(
     shared: &Shared,
     entry: &UserEntry<UserState>,
-    behaviour: &UserSnapshot,
     now_ms: u64,
 ) -> Option<UserForecastView> {
     let decisions = shared.decisions.load();
     let ctx = decisions.user_context.as_ref()?;
-    let mut out = vec![UserHorizonForecast::default(); ctx.horizons_ms().len()];
-    peek_user(&entry.windows, &entry.extra.forecast, now_ms, ctx, &mut out)?;
-    let tick_s = decisions.tick_s.max(1e-3);
-    let bytes_per_request = if behaviour.responses > 0 {
-        behaviour.bytes_out as f64 / behaviour.responses as f64
-    } else {
-        0.0
-    };
-    let backend_s = behaviour.mean_latency_us.unwrap_or(0.0) / 1e6;
-    let band = |per_request: f64, f: &UserHorizonForecast| Band {
-        median: f.count.median / tick_s * per_request,
-        p90: f.count.p90 / tick_s * per_request,
-    };
-    let horizons = ctx
-        .horizons_ms()
+    let mut out = vec![UserQuantityForecast::default(); ctx.horizons_ms().len()];
+    peek_user_quantities(&entry.windows, &entry.extra.forecast, now_ms, ctx, &mut out)?;
+    let horizons = out
         .iter()
-        .zip(&out)
-        .map(|(&ms, f)| UserHorizonView {
-            horizon_s: ms / 1_000,
-            requests_per_second: band(1.0, f),
-            bytes_out_per_second: band(bytes_per_request, f),
-            backend_seconds_per_second: band(backend_s, f),
-            concurrency: band(backend_s, f),
+        .map(|f| UserHorizonView {
+            horizon_s: f.horizon_ms / 1_000,
+            quantities: QuantityBands::from_fn(|q| f.get(q)),
         })
         .collect();
     Some(UserForecastView {
@@ -220,6 +198,7 @@ pub fn get(shared: &Shared, caller: Caller, id: &str) -> Reply {
             .decision
             .load()
             .map(|mark| rate_limit(policy, &entry.extra, mark, last.map(|l| l.at_ms))),
+        tiering: tiering(policy, &entry.extra, now_ms),
         route_mix: RouteShare::of_counts(policy, &behaviour.route_requests),
         latency_sensitivity: SensitivityView {
             score: shared.insights.sensitivity.user_score(windows, &kinds),
@@ -233,10 +212,54 @@ pub fn get(shared: &Shared, caller: Caller, id: &str) -> Reply {
             name: insights.cohorts.get(id).map(|c| c.name.clone()),
         }),
         next_action: last.and_then(|l| next_action(&insights, policy, cohort, l, now_ms)),
-        forecast: user_forecast(shared, &entry, &behaviour, now_ms),
+        forecast: user_forecast(shared, &entry, now_ms),
         behaviour,
     };
     Reply::json(StatusCode::OK, &view)
+}
+
+/// The tick's tier for the user, why, and since when; and the user's
+/// pre-allocation.
+#[derive(Debug, Serialize)]
+struct TieringView {
+    /// The assigned tier (`null` before the tick assigned one under the
+    /// current policy: the static rules decide until then).
+    tier: Option<String>,
+    /// Why, like `rule 2: predicted p90 8.3 rps > 5`.
+    reason: Option<String>,
+    /// When the tier started (ms, the profiler clock, whole seconds).
+    since_ms: Option<u64>,
+    /// The pre-allocation in force, if any.
+    preallocation: Option<PreallocationView>,
+}
+
+#[derive(Debug, Serialize)]
+struct PreallocationView {
+    /// When it expires (ms, the profiler clock, whole seconds).
+    until_ms: u64,
+    /// Whether the user arrived while it held.
+    used: bool,
+}
+
+fn tiering(policy: &Policy, state: &UserState, now_ms: u64) -> Option<TieringView> {
+    let now_s = now_ms / 1000;
+    let assignment = state.shaping.assignment(policy.generation(), now_s);
+    let preallocation = state
+        .shaping
+        .reservation(now_s)
+        .map(|(left_s, used)| PreallocationView {
+            until_ms: (now_s + left_s) * 1000,
+            used,
+        });
+    if assignment.is_none() && preallocation.is_none() {
+        return None;
+    }
+    Some(TieringView {
+        tier: assignment.map(|a| policy.tier(a.tier).name().to_owned()),
+        reason: assignment.map(|a| policy.reason(&a)),
+        since_ms: assignment.map(|a| a.since_s * 1000),
+        preallocation,
+    })
 }
 
 fn rate_limit(
@@ -334,7 +357,7 @@ mod forecast_tests {
     use crate::insights::test_support::{arrive, headers, shared};
 
     #[test]
-    fn profile_shows_the_users_forecast_per_horizon_after_a_tick() {
+    fn profile_and_forecast_views_show_all_four_quantities_after_a_tick() {
         let shared = shared();
         let decisions = Arc::new(ArcSwap::from_pointee(Decisions::initial(
             Duration::from_secs(1),
@@ -346,7 +369,15 @@ mod forecast_tests {
         );
         let now = shared.clock.now_ms();
         let bob = headers("x-api-key", "k_bob");
-        let key = (0..50).fold(0, |_, i| arrive(&shared, &bob, "/", now + i));
+        // 50 requests over the last 5 s, each answered with 5 kB after 100 ms.
+        let start = now - 5_000;
+        let key = (0..50).fold(0, |_, i| arrive(&shared, &bob, "/", start + i * 100));
+        let entry = shared.users.get(key).expect("tracked");
+        for i in 0..50 {
+            entry
+                .windows
+                .record_response(start + i * 100 + 100, 200, 5_000, 100_000);
+        }
 
         // Before any tick: no forecast section.
         let before = get(&shared, Caller::Operator, &format!("{key:016x}"));
@@ -361,11 +392,42 @@ mod forecast_tests {
         let json: serde_json::Value = serde_json::from_slice(&after.body).expect("json");
         let horizons = json["forecast"]["horizons"].as_array().expect("horizons");
         assert_eq!(horizons.len(), 4);
+        let quantities = [
+            "requests_per_second",
+            "bytes_out_per_second",
+            "backend_seconds_per_second",
+            "concurrency",
+        ];
         for h in horizons {
-            let rps = &h["requests_per_second"];
-            assert!(rps["p90"].as_f64() >= rps["median"].as_f64(), "{h}");
-            assert!(h["concurrency"]["p90"].as_f64().is_some(), "{h}");
+            for q in quantities {
+                let (median, p90) = (h[q]["median"].as_f64(), h[q]["p90"].as_f64());
+                assert!(median.is_some_and(|m| m >= 0.0), "{q}: {h}");
+                assert!(p90 >= median, "{q}: {h}");
+            }
         }
+        // 5 kB and 0.1 s per request: bytes and backend time follow the requests.
+        let first = &horizons[0];
+        let rps = first["requests_per_second"]["p90"].as_f64().expect("p90");
+        let bytes = first["bytes_out_per_second"]["p90"].as_f64().expect("p90");
+        let busy = first["backend_seconds_per_second"]["p90"]
+            .as_f64()
+            .expect("p90");
+        assert!(rps > 0.0, "{first}");
+        assert!((bytes / rps - 5_000.0).abs() < 500.0, "{first}");
+        assert!((busy / rps - 0.1).abs() < 0.01, "{first}");
+        assert!(first["concurrency"]["p90"].as_f64() > Some(0.0), "{first}");
         assert!(json["forecast"]["reason"].is_string());
+
+        // The aggregate view (published by the tick) carries the same four
+        // quantities per horizon.
+        let reply = super::super::cohorts::forecast(&shared);
+        let json: serde_json::Value = serde_json::from_slice(&reply.body).expect("json");
+        let aggregate = json["aggregate"]["horizons"].as_array().expect("horizons");
+        assert_eq!(aggregate.len(), 4, "{json}");
+        for h in aggregate {
+            for q in quantities {
+                assert!(h[q]["p90"].as_f64() >= h[q]["median"].as_f64(), "{q}: {h}");
+            }
+        }
     }
 }

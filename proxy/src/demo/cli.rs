@@ -29,8 +29,7 @@ pub struct DemoArgs {
     /// Run the proxy without shaping, for a side-by-side comparison.
     #[arg(long)]
     pub no_shaping: bool,
-    /// Run the proxy without pool warming (accepted for side-by-side scripts;
-    /// warming is not built yet, so every run reports it off).
+    /// Run the proxy without pool warming, for a side-by-side comparison.
     #[arg(long)]
     pub no_warming: bool,
     /// Print the final report as one JSON object.
@@ -64,9 +63,7 @@ impl DemoArgs {
             load: self.load,
             json: self.json,
             shaping: !self.no_shaping,
-            // Pool warming is not built yet: report it off whatever the
-            // flag says, so no report claims what did not run.
-            warming: false,
+            warming: !self.no_warming,
             jwt_secret,
         })
     }
@@ -159,6 +156,7 @@ mod tests {
             "--load",
             "2",
             "--no-shaping",
+            "--no-warming",
             "--json",
         ]);
         let options = demo.args.to_options("s".to_owned()).expect("valid flags");
@@ -166,6 +164,8 @@ mod tests {
         assert_eq!((options.load, options.speed), (2.0, 0.0));
         assert!(!options.shaping && !options.warming && options.json);
         assert_eq!(options.jwt_secret, "s");
+        let defaults = Demo::parse_from(["demo"]).args.to_options(String::new());
+        assert!(defaults.expect("valid").warming, "warming is on by default");
     }
 
     #[test]

@@ -41,7 +41,7 @@ fn run(args: &DemoArgs) -> Result<(), String> {
         let app = SampleApp::start(SampleAppConfig::default()).map_err(|e| e.to_string())?;
         let dir = DemoDir::create()?;
         let config = dir.0.join("demo.yaml");
-        std::fs::write(&config, demo_config(&secret, opts.shaping))
+        std::fs::write(&config, demo_config(&secret, opts.shaping, opts.warming))
             .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
         let mut proxy = ProxyProcess::start(&config, app.addr())?;
         eprintln!(
@@ -68,13 +68,14 @@ fn run(args: &DemoArgs) -> Result<(), String> {
 
 /// The demo's proxy config: four tiers, plan rules, a bot rule and route
 /// costs. Without shaping the same tiers have limits no client reaches, so
-/// the report still splits by tier.
+/// the report still splits by tier. With `warming`, the warmer keeps
+/// connections to the app ready (fetching its free `/healthz`).
 ///
 /// Admission uses a fixed limit of 24 in flight (the sample app has 16
 /// workers): the operator-known case. The adaptive limit mis-learns on
 /// replays whose responses vary widely in size (a static-heavy trace's big
 /// files read as queueing), see the README's known limitations.
-pub fn demo_config(secret: &str, shaping: bool) -> String {
+pub fn demo_config(secret: &str, shaping: bool, warming: bool) -> String {
     let (premium, standard, free, bots) = if shaping {
         (
             "60, burst: 120",
@@ -116,6 +117,7 @@ rules:
   - {{ when: {{ plan: free }}, tier: free }}
   - {{ when: {{ device: bot }}, tier: bots }}
 default_tier: standard
+warming: {{ enabled: {warming}, interval: 1s, lead: 30s, min_connections_per_upstream: 2, path: /healthz }}
 "#
     )
 }
@@ -235,7 +237,7 @@ mod tests {
     #[test]
     fn generated_config_is_valid_with_and_without_shaping() {
         for shaping in [true, false] {
-            let text = demo_config(&"ab".repeat(32), shaping);
+            let text = demo_config(&"ab".repeat(32), shaping, shaping);
             let config = headroom_config::load_str(&text, "demo.yaml").expect("valid demo config");
             headroom_policies::Policy::compile(&config).expect("compiles");
         }

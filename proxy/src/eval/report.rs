@@ -36,6 +36,13 @@ pub struct EvalReport {
     pub origin_every_s: u64,
     /// Buckets the ensemble treated as an outage and imputed.
     pub outage_buckets: u64,
+    /// Lines (or values, for a plain count series) read from the trace.
+    pub lines_read: u64,
+    /// Of those, lines that did not parse and were skipped (a plain count
+    /// series keeps their slot as 0). Counts the parser refuses as absurd
+    /// (above 2^32 - 1 per second in a plain series, 10^18 in a CSV) are
+    /// counted here too, never clamped.
+    pub malformed_lines: u64,
     /// Wall-clock seconds the evaluation took.
     pub elapsed_s: f64,
     /// Scores per horizon.
@@ -279,6 +286,11 @@ pub fn table(report: &EvalReport) -> String {
         report.origin_every_s,
         report.outage_buckets,
         report.elapsed_s,
+    );
+    let _ = writeln!(
+        out,
+        "{} lines read, {} malformed skipped",
+        report.lines_read, report.malformed_lines
     );
     let _ = writeln!(
         out,

@@ -177,3 +177,25 @@ fn bad_arguments_are_reported_not_panicked_on() {
         Err(EvalError::BucketNotMultiple { .. })
     ));
 }
+
+#[test]
+fn malformed_and_absurd_rows_are_counted_and_shown_not_clamped() {
+    // Two days of minutes; one unparsable row and one absurd count.
+    let mut csv = String::from("period,count\n");
+    for i in 0..2 * 1_440u64 {
+        csv.push_str(&format!("{},{}\n", i * 60, 10 + i % 7));
+    }
+    csv.push_str("not-a-time,5\n");
+    csv.push_str("999999,1e30\n");
+    let trace = crate::trace::read(csv.as_bytes()).expect("a counts csv");
+    let report = evaluate(&trace, "rows.csv", 60, None).expect("evaluates");
+    assert_eq!(report.lines_read, 2 * 1_440 + 2);
+    assert_eq!(report.malformed_lines, 2);
+    let table = report::table(&report);
+    assert!(
+        table.contains("2882 lines read, 2 malformed skipped"),
+        "{table}"
+    );
+    let json = serde_json::to_value(&report).expect("json");
+    assert_eq!(json["malformed_lines"], 2);
+}

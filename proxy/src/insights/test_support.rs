@@ -74,7 +74,8 @@ pub(crate) fn shared_from(yaml: &str) -> Arc<Shared> {
         session_gap_ms: p.session_gap.as_millis() as u64,
     })
     .expect("valid table");
-    let upstreams = LoadBalancer::try_from_iter(["127.0.0.1:9"]).expect("static upstream");
+    let upstreams =
+        Arc::new(LoadBalancer::try_from_iter(["127.0.0.1:9"]).expect("static upstream"));
     let admission = AdmissionGate::new(
         &config.admission,
         runtime.tier_queues.clone(),
@@ -86,7 +87,9 @@ pub(crate) fn shared_from(yaml: &str) -> Arc<Shared> {
         users,
         metrics,
         clock: SystemClock,
-        upstreams: Arc::new(upstreams),
+        upstreams: Arc::clone(&upstreams),
+        pools: crate::upstreams::UpstreamPools::single(upstreams),
+        warm: crate::warmer::hub::WarmHub::detached(),
         upstream_options: UpstreamOptions {
             connect_timeout: config.upstream_timeouts.connect,
             read_timeout: config.upstream_timeouts.read,

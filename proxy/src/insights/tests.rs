@@ -219,6 +219,7 @@ fn published_forecasts_survive_later_ticks() {
             horizon_s: 60,
             median_rps: 3.0,
             p90_rps: 4.5,
+            quantities: QuantityBands::default(),
         }],
     };
     shared

@@ -109,6 +109,6 @@ fn a_learned_spread_replaces_the_poisson_quantiles() {
 }
 
 #[test]
-fn the_state_costs_16_bytes_per_user() {
-    assert_eq!(std::mem::size_of::<UserForecastState>(), 16);
+fn the_state_costs_24_bytes_per_user() {
+    assert_eq!(std::mem::size_of::<UserForecastState>(), 24);
 }

@@ -1,0 +1,347 @@
+//! The proxy side of warming: recognising warm-up requests, holding each
+//! round's requests until all of them own an upstream connection, the
+//! upstream-time measurement and the warmer's metrics.
+//!
+//! A warm-up request is one whose path equals a marker that embeds 128
+//! random bits drawn at start (`/.headroom/warm/<32 hex>`); the query names
+//! the backend and the round (`?backend=IP:PORT&round=N`). Nobody outside
+//! the process knows the marker, so a client cannot make its requests skip
+//! identification or admission. The check on every request is one string
+//! comparison (length first).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use prometheus::{IntCounter, IntGaugeVec, Opts, Registry};
+use tokio::sync::Notify;
+
+/// Why the hub could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum WarmError {
+    /// `warming.path` is not a valid request target.
+    #[error("warming.path: {0}")]
+    Path(String),
+    /// The OS gave no randomness for the marker.
+    #[error("no randomness for the warm-up marker: {0}")]
+    Random(String),
+}
+
+/// Where one warm-up request goes, parsed from its query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WarmTarget {
+    /// The backend whose pool it warms.
+    pub backend: SocketAddr,
+    /// The warmer's round, to ignore a late request from an older round.
+    pub round: u64,
+}
+
+/// One round of warm-up requests to one backend.
+struct Batch {
+    round: u64,
+    expected: usize,
+    arrived: AtomicUsize,
+    all_connected: Notify,
+}
+
+/// Sum and count of upstream times (admission to end of response), read as
+/// deltas by the warmer. Two relaxed atomic adds per request.
+#[derive(Default)]
+pub struct UpstreamTiming {
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
+impl UpstreamTiming {
+    /// Records one request's time at the upstream.
+    pub fn record(&self, held: Duration) {
+        let us = u64::try_from(held.as_micros()).unwrap_or(u64::MAX);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `(sum in µs, count)` since start. The two loads are not one atomic
+    /// snapshot: a request recorded in between skews one round's mean by at
+    /// most one sample.
+    pub fn totals(&self) -> (u64, u64) {
+        (
+            self.sum_us.load(Ordering::Relaxed),
+            self.count.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The warmer's metric families (no user labels; `pool` is a config name).
+pub struct WarmMetrics {
+    /// `headroom_warming_connections_opened_total`.
+    pub opened: IntCounter,
+    /// `headroom_warming_failures_total`.
+    pub failures: IntCounter,
+    /// `headroom_warming_target_connections{pool}`, per upstream.
+    pub target: IntGaugeVec,
+}
+
+impl WarmMetrics {
+    /// Creates the families and registers them in `registry`.
+    ///
+    /// # Panics
+    /// Never in practice: the names are fixed and registered once.
+    pub fn register(registry: &Registry) -> Self {
+        let opened = IntCounter::new(
+            "headroom_warming_connections_opened_total",
+            "New upstream connections opened by warm-up requests.",
+        )
+        .expect("valid metric");
+        let failures = IntCounter::new(
+            "headroom_warming_failures_total",
+            "Warm-up requests that failed or were not answered with 2xx/3xx.",
+        )
+        .expect("valid metric");
+        let target = IntGaugeVec::new(
+            Opts::new(
+                "headroom_warming_target_connections",
+                "Connections the warmer keeps ready per upstream, by pool.",
+            ),
+            &["pool"],
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(opened.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(failures.clone()),
+            Box::new(target.clone()),
+        ] {
+            // A second registration (tests building two servers on one
+            // registry) keeps the first; both handles count the same way.
+            let _ = registry.register(collector);
+        }
+        Self {
+            opened,
+            failures,
+            target,
+        }
+    }
+}
+
+/// Shared between the warmer and the proxy phases.
+pub struct WarmHub {
+    marker: String,
+    /// What the backend is asked for instead of the marker.
+    backend_path: http::Uri,
+    /// How long a warm-up request waits for the rest of its round.
+    hold: Duration,
+    batches: Mutex<HashMap<SocketAddr, Arc<Batch>>>,
+    /// Upstream time of user requests, for Little's law.
+    pub timing: UpstreamTiming,
+    /// The warmer's metrics.
+    pub metrics: WarmMetrics,
+}
+
+impl WarmHub {
+    /// A hub with a fresh random marker; warm-up requests fetch
+    /// `backend_path` (`/` when `None`) and wait at most `hold` for the rest
+    /// of their round.
+    pub fn new(
+        hold: Duration,
+        backend_path: Option<&str>,
+        registry: &Registry,
+    ) -> Result<Self, WarmError> {
+        let backend_path = backend_path
+            .unwrap_or("/")
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| WarmError::Path(e.to_string()))?;
+        let mut secret = [0u8; 16];
+        getrandom::fill(&mut secret).map_err(|e| WarmError::Random(e.to_string()))?;
+        let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Self {
+            marker: format!("/.headroom/warm/{hex}"),
+            backend_path,
+            hold,
+            batches: Mutex::new(HashMap::new()),
+            timing: UpstreamTiming::default(),
+            metrics: WarmMetrics::register(registry),
+        })
+    }
+
+    /// A hub whose metrics are registered nowhere (tests and benches).
+    ///
+    /// # Panics
+    /// When the OS has no randomness to offer.
+    pub fn detached() -> Self {
+        Self::new(Duration::from_secs(1), None, &Registry::new()).expect("the OS has randomness")
+    }
+
+    /// The path warm-up requests fetch from the backend.
+    pub fn backend_path(&self) -> &http::Uri {
+        &self.backend_path
+    }
+
+    /// Whether a request path is the warm-up marker (the hot-path check).
+    #[inline]
+    pub fn is_marker(&self, path: &str) -> bool {
+        path == self.marker
+    }
+
+    /// The request target of a warm-up request to `backend` in `round`.
+    pub fn uri(&self, backend: SocketAddr, round: u64) -> String {
+        format!("{}?backend={backend}&round={round}", self.marker)
+    }
+
+    /// Parses the query of a marker request; `None` when malformed.
+    pub fn parse(query: Option<&str>) -> Option<WarmTarget> {
+        let mut backend = None;
+        let mut round = None;
+        for pair in query?.split('&') {
+            match pair.split_once('=')? {
+                ("backend", v) => backend = v.parse().ok(),
+                ("round", v) => round = v.parse().ok(),
+                _ => return None,
+            }
+        }
+        Some(WarmTarget {
+            backend: backend?,
+            round: round?,
+        })
+    }
+
+    /// Opens a round of `expected` requests to `backend`.
+    pub fn begin(&self, backend: SocketAddr, round: u64, expected: usize) {
+        let batch = Arc::new(Batch {
+            round,
+            expected,
+            arrived: AtomicUsize::new(0),
+            all_connected: Notify::new(),
+        });
+        self.lock().insert(backend, batch);
+    }
+
+    /// Closes the round to `backend` (late requests then pass straight on).
+    pub fn end(&self, backend: SocketAddr, round: u64) {
+        let mut batches = self.lock();
+        if batches.get(&backend).is_some_and(|b| b.round == round) {
+            batches.remove(&backend);
+        }
+    }
+
+    /// Called once a warm-up request owns an upstream connection: counts a
+    /// new connection, then waits (at most the hold time) until every
+    /// request of the round owns one, so that none of them can reuse
+    /// another's connection and the round leaves `expected` distinct
+    /// connections in the pool.
+    pub async fn connected(&self, target: WarmTarget, reused: bool) {
+        if !reused {
+            self.metrics.opened.inc();
+        }
+        let batch = self.lock().get(&target.backend).cloned();
+        let Some(batch) = batch.filter(|b| b.round == target.round) else {
+            return;
+        };
+        let notified = batch.all_connected.notified();
+        tokio::pin!(notified);
+        // Register before counting, so the last arrival's wake-up is not lost.
+        notified.as_mut().enable();
+        if batch.arrived.fetch_add(1, Ordering::AcqRel) + 1 >= batch.expected {
+            batch.all_connected.notify_waiters();
+            return;
+        }
+        let _ = tokio::time::timeout(self.hold, notified).await;
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<SocketAddr, Arc<Batch>>> {
+        // The map holds no invariant a panicking holder could break.
+        self.batches
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub() -> WarmHub {
+        WarmHub::new(
+            Duration::from_millis(200),
+            Some("/health"),
+            &Registry::new(),
+        )
+        .expect("random")
+    }
+
+    #[test]
+    fn marker_matches_only_itself() {
+        let hub = hub();
+        let uri: http::Uri = hub
+            .uri("127.0.0.1:9".parse().expect("valid"), 3)
+            .parse()
+            .expect("valid");
+        assert!(hub.is_marker(uri.path()));
+        assert!(!hub.is_marker("/.headroom/warm/"));
+        assert!(!hub.is_marker("/"));
+        let other = self::hub();
+        assert!(
+            !other.is_marker(uri.path()),
+            "markers are random per process"
+        );
+        assert_eq!(
+            WarmHub::parse(uri.query()),
+            Some(WarmTarget {
+                backend: "127.0.0.1:9".parse().expect("valid"),
+                round: 3
+            })
+        );
+    }
+
+    #[test]
+    fn malformed_queries_are_refused() {
+        for q in [
+            "",
+            "backend=x&round=1",
+            "round=1",
+            "backend=127.0.0.1:1",
+            "a=b",
+        ] {
+            assert_eq!(WarmHub::parse(Some(q)), None, "{q}");
+        }
+        assert_eq!(WarmHub::parse(None), None);
+    }
+
+    #[tokio::test]
+    async fn a_round_waits_for_all_its_requests_then_releases_them() {
+        let hub = Arc::new(hub());
+        let backend: SocketAddr = "127.0.0.1:9".parse().expect("valid");
+        hub.begin(backend, 1, 3);
+        let target = WarmTarget { backend, round: 1 };
+        let started = tokio::time::Instant::now();
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let hub = Arc::clone(&hub);
+                tokio::spawn(async move { hub.connected(target, false).await })
+            })
+            .collect();
+        for w in waiters {
+            w.await.expect("task");
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(150),
+            "released early"
+        );
+        assert_eq!(hub.metrics.opened.get(), 3);
+    }
+
+    #[tokio::test]
+    async fn an_incomplete_round_is_released_by_the_hold_time() {
+        let hub = hub();
+        let backend: SocketAddr = "127.0.0.1:9".parse().expect("valid");
+        hub.begin(backend, 1, 2);
+        let started = tokio::time::Instant::now();
+        hub.connected(WarmTarget { backend, round: 1 }, true).await;
+        assert!(started.elapsed() >= Duration::from_millis(190));
+        assert_eq!(
+            hub.metrics.opened.get(),
+            0,
+            "a reused connection is not new"
+        );
+    }
+}

@@ -1,0 +1,281 @@
+//! Pool warming and per-tier upstream pools, against real backends that
+//! count the TCP connections they accept.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::common::{free_addr, get, EchoBackend, Proxy};
+
+/// A keep-alive HTTP/1.1 backend that counts accepted connections and
+/// requests, and closes a connection idle for longer than `idle_close`.
+/// `/slow` answers after 20 ms.
+struct CountingBackend {
+    addr: SocketAddr,
+    accepts: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+}
+
+impl CountingBackend {
+    fn start(idle_close: Duration) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        let addr = listener.local_addr().expect("addr");
+        let accepts = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (a, r) = (Arc::clone(&accepts), Arc::clone(&requests));
+        thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                a.fetch_add(1, Ordering::SeqCst);
+                let r = Arc::clone(&r);
+                thread::spawn(move || serve(stream, idle_close, &r));
+            }
+        });
+        Self {
+            addr,
+            accepts,
+            requests,
+        }
+    }
+
+    fn accepts(&self) -> usize {
+        self.accepts.load(Ordering::SeqCst)
+    }
+}
+
+fn serve(stream: TcpStream, idle_close: Duration, requests: &AtomicUsize) {
+    // An idle connection is closed when a read waits longer than this.
+    let _ = stream.set_read_timeout(Some(idle_close));
+    let Ok(mut writer) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return; // closed by the peer, or idle too long: close
+        }
+        let mut content_length = 0usize;
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    content_length = v.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0; content_length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        requests.fetch_add(1, Ordering::SeqCst);
+        if line.starts_with("GET /slow") {
+            thread::sleep(Duration::from_millis(20));
+        }
+        let resp = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        if writer.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+fn warming_config(min: u32, interval: &str) -> String {
+    format!(
+        r#"
+upstreams: []
+health_check: {{ interval: 0s }}
+identity:
+  sources:
+    - client_ip: {{}}
+tiers:
+  - {{ name: standard, requests_per_second: 10000, burst: 10000 }}
+default_tier: standard
+warming:
+  enabled: true
+  interval: {interval}
+  min_connections_per_upstream: {min}
+  max_connections_per_upstream: 16
+  path: /health
+"#
+    )
+}
+
+/// Polls `f` every 50 ms for at most `limit`; whether it became true.
+fn eventually(limit: Duration, f: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+#[test]
+fn warm_connections_are_opened_before_traffic_in_the_proxys_own_pool() {
+    let backend = CountingBackend::start(Duration::from_secs(30));
+    let proxy = Proxy::start(&warming_config(4, "2s"), backend.addr);
+
+    // No user request has been sent: every accepted connection is the warmer's.
+    assert!(
+        eventually(Duration::from_secs(8), || backend.accepts() >= 4),
+        "backend accepted {} connections",
+        backend.accepts()
+    );
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(backend.accepts(), 4, "exactly the target, held idle");
+    let opened = "headroom_warming_connections_opened_total";
+    assert_eq!(proxy.metric(opened), Some(4.0));
+    assert_eq!(
+        proxy.metric("headroom_warming_target_connections{pool=\"default\"}"),
+        Some(4.0)
+    );
+
+    // Four concurrent user requests find the warm connections: any new
+    // connection during the burst was opened by a warm-up round, not a user.
+    let (accepts_before, opened_before) = (backend.accepts(), proxy.metric(opened).unwrap_or(0.0));
+    let listen = proxy.listen;
+    let users: Vec<_> = (0..4)
+        .map(|_| thread::spawn(move || get(listen, "/slow", &[]).status))
+        .collect();
+    for u in users {
+        assert_eq!(u.join().expect("user thread"), 200);
+    }
+    let warm_opened = proxy.metric(opened).unwrap_or(0.0) - opened_before;
+    let user_opened = backend.accepts() as f64 - accepts_before as f64 - warm_opened;
+    assert_eq!(user_opened, 0.0, "user requests reused warmed connections");
+    assert_eq!(
+        proxy.metric("headroom_requests_total{outcome=\"admitted\",tier=\"standard\"}"),
+        Some(4.0),
+        "warm-up requests are never counted as user traffic"
+    );
+}
+
+#[test]
+fn a_backend_closing_idle_connections_never_causes_a_502() {
+    // Warmed connections sit in the pool while the backend drops them
+    // after 200 ms idle; requests arrive spread over that window.
+    let backend = CountingBackend::start(Duration::from_millis(200));
+    let proxy = Proxy::start(&warming_config(8, "150ms"), backend.addr);
+    assert!(eventually(Duration::from_secs(8), || backend.accepts() >= 8));
+
+    let listen = proxy.listen;
+    let workers: Vec<_> = (0..4u64)
+        .map(|w| {
+            thread::spawn(move || {
+                let mut bad = Vec::new();
+                for i in 0..50u64 {
+                    // 0..250 ms apart, so some requests land just as
+                    // the backend closes the connection they are given.
+                    thread::sleep(Duration::from_millis((i * 37 + w * 61) % 250));
+                    let status = get(listen, "/", &[]).status;
+                    if status != 200 {
+                        bad.push(status);
+                    }
+                }
+                bad
+            })
+        })
+        .collect();
+    let bad: Vec<u16> = workers
+        .into_iter()
+        .flat_map(|w| w.join().expect("worker"))
+        .collect();
+    assert!(bad.is_empty(), "non-200 answers: {bad:?}");
+    assert!(
+        backend.requests.load(Ordering::SeqCst) >= 200,
+        "every user request reached the backend"
+    );
+}
+
+const POOLS: &str = r#"
+upstreams: []
+health_check: { interval: 200ms, timeout: 100ms }
+identity:
+  sources:
+    - api_key:
+        header: x-api-key
+        unknown_keys: as_id
+        keys:
+          prem: { user: alice, plan: premium }
+tiers:
+  - { name: premium, requests_per_second: 1000, burst: 1000, pool: dedicated }
+  - { name: standard, requests_per_second: 1000, burst: 1000 }
+rules:
+  - when: { plan: premium }
+    tier: premium
+default_tier: standard
+upstream_pools:
+  dedicated:
+    - { address: "DEDICATED" }
+    - { address: "DEAD" }
+"#;
+
+#[test]
+fn premium_goes_to_its_dedicated_pool_and_a_dead_member_is_taken_out() {
+    let default = EchoBackend::start();
+    let dedicated = EchoBackend::start();
+    let dead = free_addr(); // nothing listens here
+    let yaml = POOLS
+        .replace("DEDICATED", &dedicated.addr.to_string())
+        .replace("DEAD", &dead.to_string());
+    let proxy = Proxy::start(&yaml, default.addr);
+    // Let the health check mark the dead member down (200 ms interval).
+    thread::sleep(Duration::from_millis(800));
+
+    for _ in 0..10 {
+        let resp = get(proxy.listen, "/", &[("x-api-key", "prem")]);
+        assert_eq!(resp.status, 200, "{resp:?}");
+        assert_eq!(resp.header("x-headroom-tier"), Some("premium"));
+    }
+    assert_eq!(dedicated.hits.load(Ordering::SeqCst), 10);
+    assert_eq!(default.hits.load(Ordering::SeqCst), 0);
+
+    for _ in 0..5 {
+        assert_eq!(
+            get(proxy.listen, "/", &[("x-api-key", "other")]).status,
+            200
+        );
+    }
+    assert_eq!(default.hits.load(Ordering::SeqCst), 5);
+    assert_eq!(dedicated.hits.load(Ordering::SeqCst), 10);
+}
+
+#[test]
+fn a_tier_whose_pool_is_down_gets_503_or_falls_back_when_configured() {
+    let default = EchoBackend::start();
+    let dead = free_addr();
+    let yaml = POOLS
+        .replace("    - { address: \"DEDICATED\" }\n", "")
+        .replace("DEAD", &dead.to_string());
+    let proxy = Proxy::start(&yaml, default.addr);
+    thread::sleep(Duration::from_millis(800));
+    let resp = get(proxy.listen, "/", &[("x-api-key", "prem")]);
+    assert_eq!(resp.status, 503, "{resp:?}");
+    assert_eq!(
+        default.hits.load(Ordering::SeqCst),
+        0,
+        "no silent spill-over"
+    );
+    drop(proxy);
+
+    let yaml = yaml.replace(
+        "pool: dedicated }",
+        "pool: dedicated, pool_fallback: default }",
+    );
+    let proxy = Proxy::start(&yaml, default.addr);
+    thread::sleep(Duration::from_millis(800));
+    let resp = get(proxy.listen, "/", &[("x-api-key", "prem")]);
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(default.hits.load(Ordering::SeqCst), 1);
+}
