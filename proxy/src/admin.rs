@@ -172,6 +172,10 @@ impl AdminApp {
             .metrics
             .admission_in_flight
             .set(i64::from(gate.in_flight()));
+        shared
+            .metrics
+            .event_loop_lag
+            .set(gate.loop_lag_us() as f64 / 1e6);
         let runtime = shared.runtime.load();
         for (tier, depth) in runtime.policy.tiers().iter().zip(gate.queue_depths()) {
             let depth = i64::try_from(depth).unwrap_or(i64::MAX);

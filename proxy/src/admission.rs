@@ -16,7 +16,9 @@
 //! one slot), and requests of a reserved user up to the whole limit. Queued
 //! requests are dispatched within the unreserved part.
 //!
-//! The limit is adaptive (see `headroom_policies::admission`). The gate lives
+//! The limit is adaptive (see `headroom_policies::admission`), fed with
+//! upstream latencies less the proxy's own event-loop lag ([`lag`]), so a
+//! busy proxy does not mistake its own run queue for a slow backend. The gate lives
 //! as long as the process; a reload replaces its tier settings and sheds the
 //! requests that were waiting at that moment (rare, and safer than guessing
 //! which new tier an old waiter belongs to).
@@ -30,6 +32,10 @@ use headroom_policies::admission::{ConcurrencyLimit, FairQueue, LimitSettings, T
 use headroom_profiler::Clock;
 use prometheus::{IntCounter, IntGauge, Registry};
 use tokio::sync::oneshot;
+
+pub mod lag;
+
+use lag::LoopLag;
 
 /// Per-tier queue settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -73,6 +79,9 @@ pub struct AdmissionGate {
     clock: Box<dyn Clock>,
     /// Slots held for pre-allocated users (set by the forecast tick).
     reserved: AtomicU32,
+    /// The proxy runtime's own lag, added to the no-load floor; its
+    /// probe starts with the first request when the limit is adaptive.
+    lag: Arc<LoopLag>,
     /// Pre-allocation counters.
     pub prealloc: PreallocCounters,
 }
@@ -170,6 +179,7 @@ impl AdmissionGate {
             max_queue: config.max_queue,
             clock,
             reserved: AtomicU32::new(0),
+            lag: Arc::default(),
             prealloc: PreallocCounters::new(),
         }
     }
@@ -236,10 +246,18 @@ impl AdmissionGate {
             .map_or(Duration::from_secs(1), |t| t.max_queue_time)
     }
 
+    /// The proxy runtime's event-loop lag estimate in µs (0 while the
+    /// limit is fixed: the probe runs only for the adaptive limit).
+    pub fn loop_lag_us(&self) -> u64 {
+        self.lag.current_us()
+    }
+
     /// Feeds one upstream latency sample of route class `route` to the
     /// adaptive limit, as a stretch over that route's own no-load floor
     /// (1000 = at the floor), so the limit reacts to queueing, not to which
-    /// routes happen to be popular.
+    /// routes happen to be popular. The floor is raised by the proxy's own
+    /// event-loop lag first (see [`lag`]).
+
     pub fn on_latency(&self, route: u8, latency: Duration) {
         let now_ms = self.clock.now_ms();
         let us = u64::try_from(latency.as_micros())
@@ -258,7 +276,10 @@ impl AdmissionGate {
                 })
             })
             .unwrap_or(us);
-        let stretch_per_mille = us.saturating_mul(1000) / updated.max(1);
+        // Compared with the floor plus what the proxy's own run queue adds
+        // now, so a CPU-bound proxy does not read its lag as backend queueing.
+        let expected = updated.saturating_add(self.lag.queueing_us()).max(1);
+        let stretch_per_mille = us.saturating_mul(1000) / expected;
         self.limit
             .on_sample(stretch_per_mille, self.in_flight(), now_ms);
     }
@@ -276,6 +297,9 @@ impl AdmissionGate {
         tier: usize,
         reserved: bool,
     ) -> Result<Permit, Shed> {
+        if self.enabled && self.limit.settings().adaptive {
+            self.lag.ensure_probe();
+        }
         if !self.enabled
             || (reserved && self.try_take_below(self.limit.current()))
             || (self.waiting.load(Ordering::SeqCst) == 0 && self.try_take())

@@ -79,6 +79,9 @@ pub struct Metrics {
     pub admission_limit: IntGauge,
     /// `headroom_admission_in_flight`: requests at the upstreams now.
     pub admission_in_flight: IntGauge,
+    /// `headroom_event_loop_lag_seconds`: how long a woken task waits for the
+    /// proxy's runtime (probed while the admission limit is adaptive).
+    pub event_loop_lag: prometheus::Gauge,
     /// `headroom_upstream_errors_total`: requests that failed to reach or
     /// complete against an upstream.
     pub upstream_errors: IntCounter,
@@ -188,6 +191,13 @@ impl Metrics {
             "Requests admitted and not yet finished.",
         )
         .expect("static metric definition");
+        let event_loop_lag = prometheus::Gauge::new(
+            "headroom_event_loop_lag_seconds",
+            "How long a woken task waits for the proxy's runtime (EWMA of a 10 ms probe; \
+             0 unless the admission limit is adaptive). High values mean the proxy itself is \
+             CPU-bound.",
+        )
+        .expect("static metric definition");
         let upstream_errors = IntCounter::new(
             "headroom_upstream_errors_total",
             "Requests that failed to reach or complete against an upstream.",
@@ -207,6 +217,7 @@ impl Metrics {
             Box::new(queue_depth.clone()),
             Box::new(admission_limit.clone()),
             Box::new(admission_in_flight.clone()),
+            Box::new(event_loop_lag.clone()),
         ] {
             registry
                 .register(collector)
@@ -231,6 +242,7 @@ impl Metrics {
             queue_depth,
             admission_limit,
             admission_in_flight,
+            event_loop_lag,
             upstream_errors,
         };
         metrics.tier(NO_TIER);
