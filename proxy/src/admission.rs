@@ -257,7 +257,6 @@ impl AdmissionGate {
     /// (1000 = at the floor), so the limit reacts to queueing, not to which
     /// routes happen to be popular. The floor is raised by the proxy's own
     /// event-loop lag first (see [`lag`]).
-
     pub fn on_latency(&self, route: u8, latency: Duration) {
         let now_ms = self.clock.now_ms();
         let us = u64::try_from(latency.as_micros())
