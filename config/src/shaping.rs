@@ -86,6 +86,18 @@ pub struct PreallocHook {
     pub queue: usize,
 }
 
+impl PreallocHook {
+    /// Whether the hook would call the listener bound to `listener`: the
+    /// same address, or the same port on loopback when the listener is
+    /// bound to every address (`0.0.0.0` or `::`).
+    #[must_use]
+    pub fn targets(&self, listener: SocketAddr) -> bool {
+        let (hook, bound) = (self.address, listener);
+        hook.port() == bound.port()
+            && (hook.ip() == bound.ip() || (bound.ip().is_unspecified() && hook.ip().is_loopback()))
+    }
+}
+
 impl Condition {
     /// Whether any condition needs predictions (and so the background
     /// tick) rather than the request alone.

@@ -457,7 +457,11 @@ pub(crate) fn build(raw: &RawConfig, ctx: &mut Ctx<'_>) -> Config {
     let events = admin::events(ctx, &raw.events, &routes);
     let admission = admission::admission(ctx, raw.admission.as_ref());
     let tiering = shaping::tiering(ctx, raw.tiering.as_ref());
-    let preallocate = shaping::preallocate(ctx, raw, &written, &routes, &admission);
+    let listeners = shaping::Listeners {
+        listen: server.listen,
+        admin: server.admin,
+    };
+    let preallocate = shaping::preallocate(ctx, raw, &written, &routes, &admission, listeners);
     shaping::predictive_rule_count(ctx, raw, &rules, preallocate.as_ref());
     let upstream_pools = pools::upstream_pools(ctx, raw, server.listen);
     let pool_names = pools::written_pool_names(raw);

@@ -20,8 +20,8 @@
 //! has counted (`newest`, full width), and whoever moves `newest` forward
 //! empties the slots of the periods it skipped. So every non-empty slot holds
 //! a period in `newest - N + 1 ..= newest`, and `T` is chosen so that
-//! `2^T >= 4 N`: within that range, and for any reader within `N` periods of
-//! it, the short tags name periods without ambiguity. Readers further than
+//! `2^T >= 4 N` (and at least 2^12): within that range, and for any reader
+//! within `N` periods of it, the short tags name periods without ambiguity. Readers further than
 //! `N` periods from `newest` see an empty window without looking at slots.
 //!
 //! Accuracy, with numbers:
@@ -29,8 +29,8 @@
 //!   period at least one full window (`N` periods) older than the newest add,
 //!   which lies outside the window of any reader at the current time; it is
 //!   dropped and [`Window::add`] returns `false`.
-//! - A bucket's count saturates at `2^(32 - T) - 1`: 16 777 215 for windows
-//!   of up to 64 buckets (`T = 8`; 16.7 million requests per second for one
+//! - A bucket's count saturates at `2^(32 - T) - 1`: 1 048 575 for windows
+//!   of up to 1 024 buckets (`T = 12`; a million requests per second for one
 //!   user with 1 s buckets), 65 535 at the largest window of 10 000 buckets
 //!   (`T = 16`). [`WindowShape::max_count`] gives the figure for a shape.
 //! - A reader sums the slots one by one, so a sum taken while others add is
@@ -39,13 +39,15 @@
 //!   an idle spell empties the skipped slots, a concurrent reader may count a
 //!   bucket from before the idle spell whose short tag happens to match one
 //!   in its window (never more than was added).
-//! - After an idle spell of `2^T - 2N` periods or more (136 s for the default
-//!   60 x 1 s window) the short tags cannot tell old slots from new, so the
-//!   first add empties every slot: an add for the same user made by another
-//!   thread within those few hundred nanoseconds may be lost. A thread that
-//!   stalls between its steps across a period boundary can likewise leave
-//!   one bucket that a later reader miscounts; idle users are evicted long
-//!   before either matters to a forecast.
+//! - After an idle spell of `2^(T-1) - N` periods or more (1 988 s for the
+//!   default 60 x 1 s window) the short tags cannot tell old slots from new,
+//!   so the first add empties every slot: an add for the same user made by
+//!   another thread within those few hundred nanoseconds may be lost.
+//! - A thread that stalls between its steps for `2^(T-1) - N` periods or
+//!   more (33 minutes with the default window; a stress test with 1 ms
+//!   periods on an overloaded machine gets close) may overwrite or empty a
+//!   newer bucket. Shorter stalls are exact: tags are compared within half
+//!   their range.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -141,16 +143,16 @@ impl WindowShape {
 
 impl WindowShape {
     /// Bits of a slot word that tag its period: the fewest that name
-    /// `4 * buckets` periods apart, and at least 8 (see the module docs).
+    /// `4 * buckets` periods apart, and at least 12 (see the module docs).
     pub(crate) fn tag_bits(self) -> u32 {
         (4 * self.buckets)
             .next_power_of_two()
             .trailing_zeros()
-            .max(8)
+            .max(12)
     }
 
     /// The largest count one bucket holds: `2^(32 - tag bits) - 1`
-    /// (16 777 215 up to 64 buckets, 65 535 at 10 000). Larger counts
+    /// (1 048 575 up to 1 024 buckets, 65 535 at 10 000). Larger counts
     /// saturate.
     pub fn max_count(self) -> u32 {
         u32::MAX >> self.tag_bits()
@@ -187,6 +189,16 @@ impl Packing {
     /// Splits a slot word into (tag, count).
     fn unpack(self, word: u32) -> (u32, u32) {
         (word >> self.count_bits, word & self.count_mask)
+    }
+
+    /// Whether `slot_tag` names a later period than `tag`: ahead by less
+    /// than half the tag range. Exact while the two periods are less than
+    /// `2^(T-1)` apart (at least `2 N`): always so for slots within a window
+    /// of `newest` and an add that passed the window check, and also for an
+    /// add whose thread stalled up to that long after the check.
+    fn is_later(self, slot_tag: u32, tag: u32) -> bool {
+        let ahead = self.age(slot_tag, tag);
+        ahead != 0 && ahead <= self.tag_mask / 2
     }
 
     /// How many periods `tag` lies before `reader_tag`, in wrapping order:
@@ -253,47 +265,56 @@ impl Window {
         // in the newest period: a plain load then, so a busy user's window
         // is not written twice per request. Relaxed: the slot words carry
         // all the state readers need.
+        let slot = &self.slots[self.shape.slot(period)];
+        let mut current = slot.load(Ordering::Relaxed);
         let seen = self.newest.load(Ordering::Relaxed);
         let newest = if period > seen {
             self.newest.fetch_max(period, Ordering::Relaxed)
         } else {
             seen
         };
-        if period > newest {
+        // The thread that moves `newest` knows that what its slot held
+        // before (`current`, read first) is an older period, however far
+        // back: its first CAS may replace it without comparing tags, and
+        // fails if anyone wrote since. Everyone else compares tags, which
+        // covers a thread that stalled since reading `newest` by up to half
+        // the tag range.
+        let mut moved = period > newest;
+        if moved {
             self.empty_skipped(newest, period);
         } else if newest - period >= buckets {
             return false;
         }
 
-        // Read the slot, decide its next value, and publish it with one CAS;
-        // if another thread changed the slot in between, decide again from
-        // what it wrote. Relaxed is enough: the word is the whole state of
+        // Decide the slot's next value from what it held, and publish it
+        // with one CAS; if another thread changed the slot in between, decide
+        // again from what it wrote. Relaxed is enough: the word is the whole state of
         // its bucket, and all CASes on one word are totally ordered, so no
         // update can be lost.
         let packing = Packing::of(self.shape);
         let tag = packing.tag(period);
         let n = u32::try_from(n).unwrap_or(u32::MAX).min(packing.count_mask);
-        let slot = &self.slots[self.shape.slot(period)];
-        let mut current = slot.load(Ordering::Relaxed);
         loop {
             let (slot_tag, count) = packing.unpack(current);
             let next = if slot_tag == tag && count != 0 {
                 // Same period: count into it.
                 packing.pack(tag, count.saturating_add(n).min(packing.count_mask))
-            } else if count != 0 && packing.age(slot_tag, tag) < self.shape.buckets() {
-                // The slot holds a later period (ours is at most one window
-                // older than `newest`, so the short tags compare exactly).
+            } else if count != 0 && !moved && packing.is_later(slot_tag, tag) {
+                // The slot holds a later period: ours is too old for it.
                 return false;
             } else {
                 // Empty, or an older period: replace it with ours.
                 packing.pack(tag, n)
             };
-            match slot.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
+            // A strong CAS: a spurious failure would cost the mover its
+            // knowledge that `current` is older.
+            match slot.compare_exchange(current, next, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => return true,
                 Err(actual) => {
                     #[cfg(test)]
                     crate::stress::note_collision();
                     current = actual;
+                    moved = false;
                 }
             }
         }
@@ -302,18 +323,19 @@ impl Window {
     /// Empties the slots of the periods after `from` and before `to`, the
     /// newest period before and after this add moved it.
     ///
-    /// After a short jump (less than `2^T - 2N` periods) every slot holds a
-    /// period at most `N` before `from`, so its short tag tells it from a
-    /// skipped period's: a slot is emptied unless a concurrent (late) add
-    /// already moved it to its skipped period. After a longer idle spell the
-    /// tags no longer tell, and every slot is emptied, `to`'s own included:
-    /// an add for this user made by another thread in the same instant may
-    /// be lost (see the module docs).
+    /// After a short jump (less than `2^(T-1) - N` periods) every slot holds
+    /// a period at most `N` before `from`, so its short tag tells it from a
+    /// skipped period's: a slot is emptied unless it already holds its
+    /// skipped period or a later one (written by others while this thread
+    /// was between its steps). After a longer idle spell the tags no longer
+    /// tell, and every slot is emptied, `to`'s own included: an add for this
+    /// user made by another thread in the same instant may be lost (see the
+    /// module docs).
     fn empty_skipped(&self, from: u64, to: u64) {
         let buckets = u64::from(self.shape.buckets());
         let packing = Packing::of(self.shape);
-        let lap = u64::from(packing.tag_mask) + 1;
-        if to - from >= lap - 2 * buckets {
+        let half_lap = u64::from(packing.tag_mask / 2) + 1;
+        if to - from >= half_lap - buckets {
             for slot in &self.slots[..] {
                 slot.store(0, Ordering::Relaxed);
             }
@@ -326,10 +348,10 @@ impl Window {
             let mut current = slot.load(Ordering::Relaxed);
             loop {
                 let (slot_tag, count) = packing.unpack(current);
-                if count == 0 || slot_tag == tag {
+                if count == 0 || slot_tag == tag || packing.is_later(slot_tag, tag) {
                     break;
                 }
-                match slot.compare_exchange_weak(current, 0, Ordering::Relaxed, Ordering::Relaxed) {
+                match slot.compare_exchange(current, 0, Ordering::Relaxed, Ordering::Relaxed) {
                     Ok(_) => break,
                     Err(actual) => current = actual,
                 }

@@ -317,10 +317,15 @@ impl AdmissionGate {
                 .map_or(Duration::from_secs(1), |t| t.max_queue_time);
             let deadline =
                 now_ms.saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
-            if q.fair.push(tier, deadline, tx).is_err() {
-                return Err(Shed::QueueFull);
+            match q.fair.push(tier, deadline, tx) {
+                Err(_) => return Err(Shed::QueueFull),
+                // A lighter tier's newest waiter made room: dropping its
+                // sender sheds it, and the waiting count is unchanged.
+                Ok(Some((_, displaced))) => drop(displaced),
+                Ok(None) => {
+                    self.waiting.fetch_add(1, Ordering::SeqCst);
+                }
             }
-            self.waiting.fetch_add(1, Ordering::SeqCst);
             self.dispatch(&mut q, now_ms);
             wait
         };
@@ -540,5 +545,46 @@ mod tests {
         let g = Arc::new(AdmissionGate::new(&config, vec![], Box::new(SystemClock)));
         let _a = g.acquire(0).await.expect("open");
         let _b = g.acquire(0).await.expect("open");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_queue_sheds_the_lighter_tier_for_a_premium_arrival() {
+        let config = AdmissionConfig {
+            enabled: true,
+            adaptive: false,
+            max_concurrency: 1,
+            min_concurrency: 1,
+            max_queue: 1,
+            ..AdmissionConfig::default()
+        };
+        let tiers = [(8.0, 10_000), (1.0, 10_000)]
+            .iter()
+            .map(|&(weight, ms)| TierQueue {
+                share: TierShare {
+                    weight,
+                    min_share: 0.0,
+                },
+                max_queue_time: Duration::from_millis(ms),
+            })
+            .collect();
+        let g = Arc::new(AdmissionGate::new(&config, tiers, Box::new(SystemClock)));
+        let held = g.acquire(0).await.expect("room");
+        let free = tokio::spawn({
+            let g = Arc::clone(&g);
+            async move { g.acquire(1).await.map(drop) }
+        });
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(g.queue_depths(), vec![0, 1], "the free request waits");
+        let premium = tokio::spawn({
+            let g = Arc::clone(&g);
+            async move { g.acquire(0).await.map(drop) }
+        });
+        assert_eq!(
+            free.await.expect("task"),
+            Err(Shed::Timeout),
+            "pushed out at once, long before its 10 s"
+        );
+        drop(held);
+        assert_eq!(premium.await.expect("task"), Ok(()), "premium got the slot");
     }
 }

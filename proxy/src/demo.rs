@@ -11,12 +11,14 @@
 //! - `workload`: synthetic cohorts and trace replay as request schedules.
 //! - [`load`]: the open-loop load engine, [`DemoOptions`] and [`run_load`].
 //! - [`report`]: the final report, as a table or DESIGN.md's JSON.
+//! - [`ramp`]: a predicted step in load (`--ramp-at`), declared to the proxy.
 //! - `cli`: [`DemoArgs`], [`ReplayArgs`] and [`replay_main`] for the command line.
 
 pub mod app;
 mod body;
 mod cli;
 pub mod load;
+pub mod ramp;
 mod recorder;
 pub mod report;
 pub mod route;
@@ -26,6 +28,7 @@ mod workload;
 pub use app::{AppStats, SampleApp, SampleAppConfig, SampleAppHandle};
 pub use cli::{replay_main, DemoArgs, ReplayArgs};
 pub use load::{run_load, DemoOptions, LoadError};
+pub use ramp::{Ramp, RampError, RampReport, RampTierReport};
 pub use report::{ForecastReport, LoadReport, RunTotals, TierReport};
 pub use route::{Route, RouteCosts, ServiceTime};
 pub use start::{demo_config, main};

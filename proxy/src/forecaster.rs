@@ -301,6 +301,26 @@ impl ForecasterService {
                 .map(|(m, h)| m * all_traffic(h))
                 .collect();
         st.context.set_multipliers(&multipliers);
+        // No user above the whole service: the aggregate's p90 caps them,
+        // at no less than one request per tick (a quiet tick says little
+        // about a user seen moments ago), and not before the aggregate has
+        // observed a tick.
+        let seen = !st
+            .global
+            .forecaster(Quantity::Requests)
+            .history()
+            .is_empty();
+        let ceilings: Vec<f64> = HORIZONS
+            .iter()
+            .map(|&h| match seen {
+                true => {
+                    let p90 = st.global.forecast(Quantity::Requests, h).p90 * all_traffic(h);
+                    p90.max(1.0) / tick_s
+                }
+                false => f64::INFINITY,
+            })
+            .collect();
+        st.context.set_ceilings_rps(&ceilings);
         st.calibration.begin_tick();
         st.context.set_spread(st.calibration.quantiles());
         let (context, out, calibration) = (&st.context, &mut st.out, &mut st.calibration);

@@ -110,6 +110,7 @@ pub fn build_server(
         return Err(RunError::NoUpstreams);
     }
     check_addresses(listen, admin, &upstream_addrs)?;
+    check_hook(&config, listen, admin)?;
 
     // pingora's defaults are one thread and a five-minute shutdown: set both.
     let conf = ServerConf {
@@ -146,14 +147,15 @@ pub fn build_server(
         });
         health_services.push(service);
     }
-    let pools = UpstreamPools::new(pools);
+    let pools = UpstreamPools::new(pools).with_retry_after(config.health_check.interval);
     let upstreams = Arc::clone(&pools.default_pool().balancer);
 
     // Shared state: the compiled runtime plus what a reload keeps.
     let metrics = Metrics::new();
     let hold = config.upstream_timeouts.connect + Duration::from_millis(500);
     let warm = WarmHub::new(hold, config.warming.path.as_deref(), metrics.registry())
-        .map_err(|e| RunError::Config(e.to_string()))?;
+        .map_err(|e| RunError::Config(e.to_string()))?
+        .with_listen_address(listen);
     let secret = IdentitySecret::random().map_err(|e| RunError::Server(e.to_string()))?;
     let runtime = compile_runtime(&config, &path, &metrics, &secret)
         .map_err(|e| RunError::Config(e.to_string()))?;
@@ -188,6 +190,13 @@ pub fn build_server(
         pools,
         warm,
     });
+
+    let healthy = upstreams::HealthyGauge::new(Arc::downgrade(&shared));
+    shared
+        .metrics
+        .registry()
+        .register(Box::new(healthy))
+        .map_err(|e| RunError::Server(format!("metrics: {e}")))?;
 
     let mut proxy = pingora::proxy::http_proxy_service(
         &server.configuration,
@@ -255,6 +264,19 @@ fn check_addresses(
             .map_err(|e| RunError::Address(format!("cannot listen on {addr}: {e}")))?;
     }
     Ok(())
+}
+
+/// The pre-allocation hook must not call Headroom's own listeners, as
+/// overridden on the command line (`check` saw only the file's).
+fn check_hook(config: &Config, listen: SocketAddr, admin: SocketAddr) -> Result<(), RunError> {
+    let hook = config.preallocate.as_ref().and_then(|p| p.hook.as_ref());
+    match hook.and_then(|h| [listen, admin].into_iter().find(|l| h.targets(*l))) {
+        Some(own) => Err(RunError::Address(format!(
+            "preallocate.hook.url {} calls Headroom's own listener {own}",
+            hook.map_or("", |h| h.url.as_str())
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn table_config(config: &Config) -> TableConfig {

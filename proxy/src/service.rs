@@ -2,11 +2,14 @@
 //!
 //! - `request_filter`: identify the user, look up their state, record the
 //!   arrival, check the tier's rate limit, pass the admission gate (or wait
-//!   in its fair queue); answer 401, 429 or 503 here.
+//!   in its fair queue); answer 400 (a credential sent twice), 401, 429 or
+//!   503 here.
 //! - `upstream_peer`: pick a healthy upstream from the tier's pool (the
-//!   default pool unless the tier names one); a warm-up request goes to the
-//!   backend it names. A retry after a failure on a reused connection gets
-//!   a fresh connection.
+//!   default pool unless the tier names one); a warm-up request (the
+//!   warmer's bodiless GET from loopback, see [`crate::warmer::hub`]) goes
+//!   to the configured upstream it names. A retry after a failure on a
+//!   reused connection gets a fresh connection. With no healthy upstream,
+//!   `fail_to_proxy` answers 503 with `Retry-After`.
 //! - `upstream_request_filter`: strip client-sent `x-headroom-*` and
 //!   hop-by-hop headers, add the pseudonymous user and the tier.
 //! - `connected_to_upstream`: hold a warm-up request until its whole round
@@ -30,6 +33,7 @@ use headroom_profiler::{Clock, UserEntry};
 use http::HeaderValue;
 use pingora::http::ResponseHeader;
 use pingora::prelude::{HttpPeer, ProxyHttp, Session};
+use pingora::proxy::FailToProxy;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::admission::Permit;
@@ -37,11 +41,18 @@ use crate::headers;
 use crate::metrics::Outcome;
 use crate::state::{Runtime, Shared, UserState};
 use crate::upstreams::DEFAULT_POOL;
-use crate::warmer::hub::{WarmHub, WarmTarget};
+use crate::warmer::hub::WarmTarget;
 
 /// The pool group key of a retry's fresh connection (see `upstream_peer`);
 /// any value other than pingora's default 0 keeps it apart.
 const FRESH_CONNECTION_GROUP: u64 = 0x6865_6164_726f_6f6d;
+
+/// The 400 body for a request carrying a credential more than once.
+const DUPLICATE_CREDENTIAL_BODY: &[u8] =
+    b"bad request: a credential header or the identity cookie was sent more than once\n";
+
+/// The 503 body when the request's pool has no healthy upstream.
+const NO_HEALTHY_UPSTREAM_BODY: &[u8] = b"no healthy upstream, retry later\n";
 
 /// Per-request state carried between the phases.
 pub struct RequestCtx {
@@ -79,6 +90,8 @@ pub struct RequestCtx {
     /// A previous attempt failed on a reused upstream connection: the next
     /// one must not take another pooled (possibly also stale) connection.
     fresh_connection: bool,
+    /// `upstream_peer` found no healthy member in the request's pool.
+    no_healthy_upstream: bool,
 }
 
 /// The pingora proxy application.
@@ -135,22 +148,11 @@ impl ProxyHttp for HeadroomProxy {
             paced_since: None,
             warm: None,
             fresh_connection: false,
+            no_healthy_upstream: false,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        // The warmer's requests skip identity, limits and admission, and are
-        // never counted (one string comparison for everyone else).
-        if self.shared.warm.is_marker(session.req_header().uri.path()) {
-            ctx.warm = WarmHub::parse(session.req_header().uri.query());
-            if ctx.warm.is_none() {
-                Self::refuse(session, 400, &[], b"malformed warm-up request\n").await?;
-                return Ok(true);
-            }
-            return Ok(false);
-        }
-        let rt = self.shared.runtime.load_full();
-        ctx.runtime = Some(Arc::clone(&rt));
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -158,12 +160,36 @@ impl ProxyHttp for HeadroomProxy {
         ctx.peer = peer;
         let req = session.req_header();
 
+        // The warmer's requests skip identity, limits and admission, and are
+        // never counted (one string comparison for everyone else). A marker
+        // request that is not the warmer's is ordinary traffic.
+        if self.shared.warm.is_marker(req.uri.path()) {
+            let pools = &self.shared.pools;
+            ctx.warm =
+                self.shared
+                    .warm
+                    .accept(peer, &req.method, &req.headers, req.uri.query(), |addr| {
+                        pools.is_member(addr)
+                    });
+            if ctx.warm.is_some() {
+                return Ok(false);
+            }
+            tracing::debug!(?peer, "marker request served as ordinary traffic");
+        }
+        let rt = self.shared.runtime.load_full();
+        ctx.runtime = Some(Arc::clone(&rt));
+
         // Identify; a bad credential ends the request here.
         let identity = match rt.identity.identify(peer, &req.headers) {
             Ok(identity) => identity,
             Err(e) => {
-                tracing::debug!(error = %e, "request refused: unauthorized");
+                // Counted as unauthorized either way: no user is charged.
+                tracing::debug!(error = %e, "request refused: identity");
                 ctx.outcome = Outcome::Unauthorized;
+                if e.status() == 400 {
+                    Self::refuse(session, 400, &[], DUPLICATE_CREDENTIAL_BODY).await?;
+                    return Ok(true);
+                }
                 let challenge = HeaderValue::from_static(e.challenge());
                 Self::refuse(
                     session,
@@ -271,17 +297,16 @@ impl ProxyHttp for HeadroomProxy {
                     _ => None,
                 };
                 let key = ctx.user_key.to_le_bytes();
-                self.shared
-                    .pools
-                    .select(route, &key)
-                    .ok_or_else(|| match route {
-                        // A tier's own pool down: 503, the tier is not served now.
-                        Some(r) if r.pool != DEFAULT_POOL => Error::explain(
-                            ErrorType::HTTPStatus(503),
-                            "no healthy upstream in the tier's pool",
-                        ),
-                        _ => Error::explain(ErrorType::ConnectNoRoute, "no healthy upstream"),
-                    })?
+                let picked = self.shared.pools.select(route, &key);
+                // Nothing healthy: `fail_to_proxy` answers 503 with Retry-After.
+                ctx.no_healthy_upstream = picked.is_none();
+                picked.ok_or_else(|| match route {
+                    Some(r) if r.pool != DEFAULT_POOL => Error::explain(
+                        ErrorType::HTTPStatus(503),
+                        "no healthy upstream in the tier's pool",
+                    ),
+                    _ => Error::explain(ErrorType::HTTPStatus(503), "no healthy upstream"),
+                })?
             }
         };
         let mut peer = HttpPeer::new(backend, false, String::new());
@@ -366,6 +391,55 @@ impl ProxyHttp for HeadroomProxy {
             ctx.fresh_connection = true;
         }
         e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let code = if ctx.no_healthy_upstream {
+            // No healthy upstream: 503 and when to come back (the next health
+            // check), with the tier; `logging` counts it as an upstream error.
+            let retry_after = self.shared.pools.retry_after_secs();
+            let tier = match (&ctx.runtime, ctx.tier) {
+                (Some(rt), Some(tier)) => Some(rt.tier(tier).name_header.clone()),
+                _ => None,
+            };
+            let mut extra = vec![(headers::RETRY_AFTER, headers::number(retry_after))];
+            extra.extend(tier.map(|t| (headers::TIER, t)));
+            match Self::refuse(session, 503, &extra, NO_HEALTHY_UPSTREAM_BODY).await {
+                Ok(()) => 503,
+                Err(_) => 0,
+            }
+        } else {
+            // pingora's own mapping for every other failure.
+            let code = match (e.etype(), e.esource()) {
+                (ErrorType::HTTPStatus(code), _) => *code,
+                (_, ErrorSource::Upstream) => 502,
+                (
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
+                    ErrorSource::Downstream,
+                ) => 0,
+                (_, ErrorSource::Downstream) => 400,
+                (_, ErrorSource::Internal | ErrorSource::Unset) => 500,
+            };
+            if code > 0 && session.respond_error(code).await.is_err() {
+                tracing::debug!(status = code, "error response not delivered");
+            }
+            code
+        };
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _e: &Error) -> bool {
+        // An outage is reported by the health checks and the error counter,
+        // not one error line per refused request.
+        ctx.no_healthy_upstream
     }
 
     async fn response_filter(

@@ -12,7 +12,8 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use futures::FutureExt;
 use headroom_config::{Config, HealthCheck, PoolFallback};
@@ -21,6 +22,11 @@ use pingora::lb::discovery::Static;
 use pingora::lb::health_check::{HealthCheck as PingoraCheck, HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, Backends, LoadBalancer};
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{IntGaugeVec, Opts};
+
+use crate::state::Shared;
 
 /// Index of the default pool (the `upstreams` list) in [`UpstreamPools`].
 pub const DEFAULT_POOL: usize = 0;
@@ -91,12 +97,36 @@ pub struct PoolRoute {
 /// Every pool of the process; index 0 is the default.
 pub struct UpstreamPools {
     pools: Vec<Pool>,
+    /// The `Retry-After` of a request that found no healthy upstream, in
+    /// whole seconds (>= 1).
+    retry_after_secs: u64,
 }
 
 impl UpstreamPools {
-    /// Pools over already-built balancers, the default first.
+    /// Pools over already-built balancers, the default first. A request
+    /// that finds no healthy upstream is told to retry after 1 s until
+    /// [`Self::with_retry_after`] says otherwise.
     pub fn new(pools: Vec<Pool>) -> Self {
-        Self { pools }
+        Self {
+            pools,
+            retry_after_secs: 1,
+        }
+    }
+
+    /// Sets the `Retry-After` sent when no upstream is healthy from the
+    /// health-check interval (the earliest a member can come back),
+    /// rounded up to whole seconds; zero (checks off) gives 1 s.
+    #[must_use]
+    pub fn with_retry_after(mut self, health_check_interval: Duration) -> Self {
+        let secs =
+            health_check_interval.as_secs() + u64::from(health_check_interval.subsec_nanos() > 0);
+        self.retry_after_secs = secs.max(1);
+        self
+    }
+
+    /// Seconds a client should wait when no upstream is healthy (>= 1).
+    pub fn retry_after_secs(&self) -> u64 {
+        self.retry_after_secs
     }
 
     /// Only a default pool over `balancer` (tests and benches).
@@ -119,6 +149,17 @@ impl UpstreamPools {
     /// Never: `run` always builds the default pool first.
     pub fn default_pool(&self) -> &Pool {
         &self.pools[DEFAULT_POOL]
+    }
+
+    /// Whether `addr` is a member of any pool, healthy or not.
+    pub fn is_member(&self, addr: SocketAddr) -> bool {
+        self.pools.iter().any(|pool| {
+            pool.balancer
+                .backends()
+                .get_backend()
+                .iter()
+                .any(|b| b.addr.as_inet() == Some(&addr))
+        })
     }
 
     /// The pool at `index`, or the default one when out of range.
@@ -195,6 +236,44 @@ impl UpstreamPools {
                 })
             })
             .collect()
+    }
+}
+
+/// `headroom_upstream_healthy{pool}`: the healthy members of each pool,
+/// read from the balancers when `/metrics` is scraped (pool names come from
+/// the config: a closed set). Holds the shared state weakly, so it never
+/// keeps it alive.
+pub struct HealthyGauge {
+    shared: Weak<Shared>,
+    gauge: IntGaugeVec,
+}
+
+impl HealthyGauge {
+    /// A gauge over `shared`'s pools, to register once at start.
+    pub fn new(shared: Weak<Shared>) -> Self {
+        let opts = Opts::new(
+            "headroom_upstream_healthy",
+            "Members of each upstream pool the health check counts as healthy now.",
+        );
+        let gauge = IntGaugeVec::new(opts, &["pool"]).expect("static metric definition");
+        Self { shared, gauge }
+    }
+}
+
+impl Collector for HealthyGauge {
+    fn desc(&self) -> Vec<&Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let Some(shared) = self.shared.upgrade() else {
+            return Vec::new();
+        };
+        for pool in shared.pools.all() {
+            let healthy = i64::try_from(pool.healthy().len()).unwrap_or(i64::MAX);
+            self.gauge.with_label_values(&[&pool.name]).set(healthy);
+        }
+        self.gauge.collect()
     }
 }
 

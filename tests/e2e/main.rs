@@ -6,6 +6,7 @@ mod common;
 mod config;
 mod demo;
 mod forwarding;
+mod hardening;
 mod identity;
 mod limits;
 mod predictive;

@@ -163,6 +163,7 @@ pub(super) fn preallocate(
     identity: &Written,
     routes: &[Route],
     admission: &Admission,
+    listeners: Listeners,
 ) -> Option<Preallocate> {
     let section = raw.preallocate.as_ref()?;
     let at = &section.referenced;
@@ -202,8 +203,19 @@ pub(super) fn preallocate(
         );
         ctx.invalid(place, max_key, message);
     }
+    // A user's reservation must fit the total, or none is ever made.
+    if let Some(v) = s
+        .slots_per_user
+        .as_ref()
+        .filter(|_| slots_per_user > max_reserved_slots)
+    {
+        let message = format!(
+            "{slots_per_user} slots per user is more than preallocate.max_reserved_slots ({max_reserved_slots}), so no user could ever be pre-allocated; expected at most {max_reserved_slots}"
+        );
+        ctx.invalid(&v.referenced, "preallocate.slots_per_user", message);
+    }
     let hook = match &s.hook {
-        Some(h) => Some(hook(ctx, &h.value, &h.referenced)?),
+        Some(h) => Some(hook(ctx, &h.value, &h.referenced, listeners)?),
         None => None,
     };
     Some(Preallocate {
@@ -215,8 +227,22 @@ pub(super) fn preallocate(
     })
 }
 
+/// The proxy's own listeners, which a hook must not call (a request loop).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Listeners {
+    /// `listen`.
+    pub listen: SocketAddr,
+    /// `admin`.
+    pub admin: SocketAddr,
+}
+
 /// `preallocate.hook`.
-fn hook(ctx: &mut Ctx<'_>, raw: &RawHook, at: &Location) -> Option<PreallocHook> {
+fn hook(
+    ctx: &mut Ctx<'_>,
+    raw: &RawHook,
+    at: &Location,
+    listeners: Listeners,
+) -> Option<PreallocHook> {
     let url = ctx
         .require(
             &raw.url,
@@ -255,7 +281,7 @@ fn hook(ctx: &mut Ctx<'_>, raw: &RawHook, at: &Location) -> Option<PreallocHook>
     );
     let queue = ctx.integer_or("preallocate.hook.queue", &raw.queue, (1, 65_536), 256);
     let (address, host, path) = url?;
-    Some(PreallocHook {
+    let hook = PreallocHook {
         url: raw
             .url
             .as_ref()
@@ -267,7 +293,19 @@ fn hook(ctx: &mut Ctx<'_>, raw: &RawHook, at: &Location) -> Option<PreallocHook>
         timeout: timeout?,
         max_in_flight: usize::try_from(max_in_flight).unwrap_or(4),
         queue: usize::try_from(queue).unwrap_or(256),
-    })
+    };
+
+    // The hook must not call Headroom itself.
+    for (name, listener) in [("listen", listeners.listen), ("admin", listeners.admin)] {
+        if hook.targets(listener) {
+            let v = raw.url.as_ref().expect("the url parsed, so it is present");
+            let got = ctx.shown_str(v);
+            let message = format!("expected the application's address, not Headroom's own {name} address {listener}, got {got}");
+            ctx.invalid(&v.referenced, "preallocate.hook.url", message);
+            return None;
+        }
+    }
+    Some(hook)
 }
 
 /// Splits `http://IP:PORT/path` into address, `Host` value and path.
@@ -287,6 +325,12 @@ fn parse_hook_url(url: &str) -> Result<(SocketAddr, String, String), &'static st
     let address: SocketAddr = authority.parse().map_err(|_| {
         "expected an IP address and port as the host (like 127.0.0.1:3000): no names are resolved"
     })?;
+    if address.port() == 0 {
+        return Err("expected a port from 1 to 65535");
+    }
+    if address.ip().is_unspecified() {
+        return Err("expected a host address to connect to, not the unspecified 0.0.0.0 or ::");
+    }
     let clean = |c: char| c.is_ascii_graphic() && c != '#';
     if !path.chars().all(clean) {
         return Err("expected a path of visible ASCII characters without spaces or #");
@@ -417,6 +461,53 @@ preallocate:
     }
 
     #[test]
+    fn a_hook_calling_headroom_itself_is_refused_with_its_position() {
+        let hook = |url: &str, listen: &str| {
+            errors(&format!(
+                "listen: \"{listen}\"\nadmin: \"127.0.0.1:9901\"\npreallocate:\n  when: {{ predicted_rps_p90_above: 1 }}\n  hook: {{ url: \"{url}\" }}\n"
+            ))
+            .join("\n")
+        };
+
+        let own = hook("http://127.0.0.1:8080/x", "127.0.0.1:8080");
+        let admin = hook("http://127.0.0.1:9901/v1/events", "127.0.0.1:8080");
+        let via_any = hook("http://127.0.0.1:8080/x", "0.0.0.0:8080");
+        let app = hook("http://127.0.0.1:3000/x", "0.0.0.0:8080");
+
+        assert!(own.contains("p.yaml:11:16: preallocate.hook.url"), "{own}");
+        assert!(own.contains("own listen address"), "{own}");
+        assert!(
+            admin.contains("own admin address 127.0.0.1:9901"),
+            "{admin}"
+        );
+        assert!(
+            via_any.contains("own listen address 0.0.0.0:8080"),
+            "{via_any}"
+        );
+        assert!(app.is_empty(), "{app}");
+    }
+
+    #[test]
+    fn more_slots_per_user_than_reserved_in_all_is_refused() {
+        let found = errors(
+            "\
+preallocate:
+  when: { predicted_rps_p90_above: 1 }
+  slots_per_user: 10
+  max_reserved_slots: 8
+",
+        )
+        .join("\n");
+
+        assert!(
+            found.contains("p.yaml:9:19: preallocate.slots_per_user: 10 slots per user is more than preallocate.max_reserved_slots (8)"),
+            "{found}"
+        );
+        let equal = "preallocate:\n  when: { predicted_rps_p90_above: 1 }\n  slots_per_user: 8\n  max_reserved_slots: 8\n";
+        assert!(errors(equal).is_empty());
+    }
+
+    #[test]
     fn hook_urls_must_be_plain_http_to_an_ip_and_port() {
         let (addr, host, path) =
             parse_hook_url("http://127.0.0.1:3000/_headroom/prealloc").expect("valid");
@@ -431,6 +522,9 @@ preallocate:
             "http://u:p@127.0.0.1:3000/x",
             "http://127.0.0.1:3000/a b",
             "ftp://127.0.0.1:21/",
+            "http://127.0.0.1:0/x",
+            "http://0.0.0.0:18002/hook",
+            "http://[::]:18002/hook",
         ] {
             assert!(parse_hook_url(bad).is_err(), "{bad} accepted");
         }

@@ -13,6 +13,11 @@
 //!
 //! Waiters carry a deadline; [`FairQueue::pop`] drops expired ones (returning
 //! them so the caller can answer 503) and never hands out an expired waiter.
+//!
+//! When the queue is full, a newcomer pushes out the newest waiter of the
+//! lightest backlogged tier that weighs less than its own, rather than being
+//! refused: otherwise a flood of low-tier requests, each waiting out its
+//! deadline, would fill the queue and refuse every premium arrival.
 
 use std::collections::VecDeque;
 
@@ -94,11 +99,29 @@ impl<T> FairQueue<T> {
 
     /// Queues `waiter` for `tier` until `deadline_ms`. An unknown tier index
     /// is queued in the last lane (the policy's lowest by convention).
-    pub fn push(&mut self, tier: usize, deadline_ms: u64, waiter: T) -> Result<(), QueueFull> {
-        if self.len >= self.max_len || self.lanes.is_empty() {
+    ///
+    /// When the queue is full, the newest waiter of the lightest backlogged
+    /// tier weighing less than `tier` is pushed out and returned with its
+    /// tier (`Ok(Some(..))`, to be answered 503); with no lighter waiter the
+    /// newcomer is refused.
+    ///
+    /// # Errors
+    /// [`QueueFull`] when the queue is full of waiters at least as heavy.
+    pub fn push(
+        &mut self,
+        tier: usize,
+        deadline_ms: u64,
+        waiter: T,
+    ) -> Result<Option<(usize, T)>, QueueFull> {
+        if self.lanes.is_empty() {
             return Err(QueueFull);
         }
         let index = tier.min(self.lanes.len() - 1);
+        let displaced = if self.len >= self.max_len {
+            Some(self.push_out_lighter_than(index).ok_or(QueueFull)?)
+        } else {
+            None
+        };
         let now_virtual = self.now_virtual;
         let lane = &mut self.lanes[index];
         if lane.waiters.is_empty() {
@@ -107,7 +130,24 @@ impl<T> FairQueue<T> {
         }
         lane.waiters.push_back((deadline_ms, waiter));
         self.len += 1;
-        Ok(())
+        Ok(displaced)
+    }
+
+    /// Removes the newest waiter of the lightest backlogged lane weighing
+    /// less than lane `index` (ties to the later lane), if any.
+    fn push_out_lighter_than(&mut self, index: usize) -> Option<(usize, T)> {
+        let weight = self.lanes[index].share.weight;
+        let (victim, _) = self
+            .lanes
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| !l.waiters.is_empty() && l.share.weight < weight)
+            .min_by(|(a, la), (b, lb)| {
+                la.share.weight.total_cmp(&lb.share.weight).then(b.cmp(a))
+            })?;
+        let (_, waiter) = self.lanes[victim].waiters.pop_back()?;
+        self.len -= 1;
+        Some((victim, waiter))
     }
 
     /// The next waiter to admit at `now_ms`, with its tier; expired waiters
@@ -275,7 +315,45 @@ mod tests {
         q.push(0, u64::MAX, ()).expect("room");
         q.push(7, u64::MAX, ()).expect("room");
         assert_eq!(q.tier_len(1), 1);
-        assert_eq!(q.push(0, u64::MAX, ()), Err(QueueFull));
+        assert_eq!(
+            q.push(0, u64::MAX, ()),
+            Err(QueueFull),
+            "no lighter tier to push out"
+        );
+    }
+
+    #[test]
+    fn full_queue_pushes_out_the_newest_waiter_of_the_lightest_tier() {
+        let shares = [share(8.0, 0.0), share(4.0, 0.0), share(1.0, 0.0)];
+        let mut q = FairQueue::new(&shares, 3);
+        q.push(1, u64::MAX, "standard-old").expect("room");
+        q.push(2, u64::MAX, "free-old").expect("room");
+        q.push(2, u64::MAX, "free-new").expect("room");
+        assert_eq!(
+            q.push(0, u64::MAX, "premium"),
+            Ok(Some((2, "free-new"))),
+            "the lightest tier's newest waiter goes"
+        );
+        assert_eq!(
+            q.push(1, u64::MAX, "standard-new"),
+            Ok(Some((2, "free-old")))
+        );
+        assert_eq!(
+            q.push(2, u64::MAX, "free-again"),
+            Err(QueueFull),
+            "nothing lighter"
+        );
+        assert_eq!(q.len(), 3);
+        assert_eq!(
+            q.push(0, u64::MAX, "premium-2"),
+            Ok(Some((1, "standard-new")))
+        );
+        let mut order = Vec::new();
+        while let Some((_, w)) = q.pop(0, |_, _| {}) {
+            order.push(w);
+        }
+        assert_eq!(order.len(), 3);
+        assert!(order.contains(&"standard-old") && order.contains(&"premium"));
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! a sparse series. The ensemble is the feedback loop that decides: each
 //! member's forecast for each tracked horizon is kept until its target
 //! arrives, its absolute error goes into a running mean per member and
-//! horizon, and the combined forecast weights the members by
+//! horizon (the plain mean of the errors until there are enough of them
+//! for the running one), and the combined forecast weights the members by
 //! `(best_error / error) ^ power`. A large power approaches picking the best
 //! member; a small one averages. Members that have never been scored get
 //! equal weights.
@@ -77,17 +78,16 @@ impl Ensemble {
         let (members, alpha) = (self.members, self.alpha);
         for track in &mut self.per_horizon {
             if track.pending.len() >= members * track.horizon as usize {
-                let first = track.scored == 0;
+                // Until `1 / alpha` buckets are scored, the plain mean of the
+                // errors so far: one early error (a cold start, a ramp from
+                // idle) must not set the weights for the next thousand.
+                let weight = alpha.max(1.0 / (track.scored as f64 + 1.0));
                 for m in 0..members {
                     let issued = track.pending.pop_front();
                     if let (Some(forecast), Some(actual)) = (issued, actual) {
                         let error = (actual - forecast).abs();
                         let mae = &mut track.mae[m];
-                        *mae = if first {
-                            error
-                        } else {
-                            *mae + alpha * (error - *mae)
-                        };
+                        *mae += weight * (error - *mae);
                     }
                 }
                 if actual.is_some() {
@@ -175,6 +175,20 @@ mod tests {
         assert!(weights[0] > 0.99, "{weights:?}");
         assert_eq!(ensemble.best(3), Some(0));
         assert!((ensemble.combine(1, &[7.0, 0.0]) - 7.0).abs() < 0.05);
+    }
+
+    #[test]
+    fn one_early_error_does_not_outweigh_the_many_after_it() {
+        let mut ensemble = Ensemble::new(2, &[1], Ensemble::DEFAULT_ALPHA, Ensemble::DEFAULT_POWER);
+        // The first scored bucket favours member 1 (a ramp from idle)...
+        ensemble.record(Some(0.0), |m, _| if m == 0 { 0.0 } else { 10.0 });
+        ensemble.record(Some(10.0), |m, _| if m == 0 { 10.0 } else { 0.0 });
+        // ...and the next hundred member 0.
+        for _ in 0..100 {
+            ensemble.record(Some(10.0), |m, _| if m == 0 { 10.0 } else { 0.0 });
+        }
+        assert_eq!(ensemble.best(1), Some(0), "{:?}", ensemble.errors(1));
+        assert!(ensemble.weights(1)[0] > 0.99);
     }
 
     #[test]

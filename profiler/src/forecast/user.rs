@@ -14,7 +14,10 @@
 //!   backend time (8 more bytes, 24 in all), for [`peek_user_quantities`];
 //! - a *demand multiplier* per horizon, shared by a cohort, from its
 //!   forecaster ([`demand_multipliers`]): how much busier the service will
-//!   be at the horizon than now;
+//!   be at the horizon than in the next bucket;
+//! - a *ceiling* per horizon, the same forecaster's p90 rate
+//!   ([`UserForecastContext::set_ceilings_rps`]): no user is forecast
+//!   above the traffic they are part of;
 //! - the *spread* of counts around a forecast, shared, learned from every
 //!   user's previous forecast and what followed ([`CountCalibration`]).
 //!
@@ -44,11 +47,21 @@ pub use calibration::{CountCalibration, CountQuantiles};
 pub use quantities::{peek_user_quantities, UserQuantityForecast};
 
 use super::quantity::{ActivityRates, Quantity};
-use super::{poisson_quantile, DemandForecaster, Forecast, Forecaster, ModelKind};
+use super::{poisson_quantile, DemandForecaster, Forecast, Forecaster};
 use crate::user::UserWindows;
 
 /// Half-life of a user's level, in milliseconds: 30 minutes.
 pub const LEVEL_HALF_LIFE_MS: f64 = 30.0 * 60_000.0;
+
+/// Idle time assumed before a user's first sighting, in milliseconds: one
+/// level half-life (30 minutes). A young user's level is their request
+/// count over their age plus this, so a one-off burst counts as spread over
+/// half an hour. A one-minute prior made steady users' levels converge in
+/// minutes but raised the per-user RMSE on the World Cup sample from 1.31
+/// to 1.76 a minute ahead (`headroom eval`), so the known cost is kept: a
+/// new steady user is forecast at about half their rate at first and
+/// reaches 80 % of it after about 20 minutes.
+pub const LEVEL_PRIOR_MS: f64 = LEVEL_HALF_LIFE_MS;
 
 /// Horizon (ms) over which the recent rate's weight decays by `e`.
 const RECENT_DECAY_MS: f64 = 5.0 * 60_000.0;
@@ -212,6 +225,9 @@ pub struct UserForecastContext {
     /// requests slot mirrors `multipliers`).
     quantity_multipliers: Vec<[f64; 4]>,
     recent_weights: Vec<f64>,
+    /// Per horizon, the highest rate a user may be forecast (rps): the
+    /// aggregate's p90 there. Infinite until set.
+    ceilings_rps: Vec<f64>,
     count_bucket_ms: u64,
     elapsed_ms: u64,
     spread: CountQuantiles,
@@ -233,6 +249,7 @@ impl UserForecastContext {
             multipliers: vec![1.0; horizons_ms.len()],
             quantity_multipliers: vec![[1.0; 4]; horizons_ms.len()],
             recent_weights,
+            ceilings_rps: vec![f64::INFINITY; horizons_ms.len()],
             count_bucket_ms: count_bucket_ms.max(1),
             elapsed_ms: count_bucket_ms.max(1),
             spread: CountQuantiles::default(),
@@ -281,6 +298,19 @@ impl UserForecastContext {
             .map_or(1.0, |m| m[q.index()])
     }
 
+    /// Sets the highest rate (rps) a user may be forecast at each horizon:
+    /// the p90 of the series the multipliers come from (the aggregate, or a
+    /// cohort), so that no user is forecast above the traffic they are part
+    /// of. Missing, non-finite or negative ones read as no ceiling.
+    pub fn set_ceilings_rps(&mut self, ceilings: &[f64]) {
+        for (i, slot) in self.ceilings_rps.iter_mut().enumerate() {
+            *slot = match ceilings.get(i) {
+                Some(&c) if c.is_finite() && c >= 0.0 => c,
+                _ => f64::INFINITY,
+            };
+        }
+    }
+
     /// The length of the count buckets (ms).
     pub fn count_bucket_ms(&self) -> u64 {
         self.count_bucket_ms
@@ -309,12 +339,18 @@ impl UserForecastContext {
     }
 }
 
-/// How much busier than now the forecaster expects the series to be at
-/// each horizon (buckets): its median forecast there over its current
-/// smoothed level, clamped to `[0.1, 10]`. All 1 until the level is
-/// positive.
+/// How much busier than the next bucket the forecaster expects the series
+/// to be at each horizon (buckets): its median forecast there over its
+/// median forecast one bucket ahead, clamped to `[0.1, 10]`; 1 at horizon
+/// 1, and all 1 while the one-bucket forecast is not positive.
+///
+/// The reference is the forecaster's own near-term forecast, not a
+/// smoothed past level: a user's base rate already follows their recent
+/// traffic, so dividing by a level that lags it (a 10-minute EWMA after a
+/// ramp from idle) counted the ramp twice and scaled every user by up to
+/// the clamp, above the aggregate itself (acceptance defect D1).
 pub fn demand_multipliers(forecaster: &DemandForecaster, horizons: &[u32]) -> Vec<f64> {
-    let now = forecaster.member_forecast(ModelKind::Ewma, 1);
+    let now = forecaster.forecast(1).median;
     horizons
         .iter()
         .map(|&h| {
@@ -325,6 +361,19 @@ pub fn demand_multipliers(forecaster: &DemandForecaster, horizons: &[u32]) -> Ve
             }
         })
         .collect()
+}
+
+/// The weight the level keeps over a tick of `elapsed_ms` that ends
+/// `age_ms` after the user was first seen: the smaller of the half-life
+/// decay and the running-mean weight `(age - elapsed + prior) / (age +
+/// prior)`. Young users thus get the mean rate since first sight, counted
+/// as if they had been idle for [`LEVEL_PRIOR_MS`] before it; users older
+/// than about 40 minutes the plain half-life decay.
+fn level_keep(elapsed_ms: u64, age_ms: u64) -> f64 {
+    let decay = 0.5_f64.powf(elapsed_ms as f64 / LEVEL_HALF_LIFE_MS);
+    let span = age_ms as f64 + LEVEL_PRIOR_MS;
+    let mean = (span - elapsed_ms as f64).max(0.0) / span;
+    decay.min(mean)
 }
 
 /// Updates one user's level from their request total and writes their
@@ -346,10 +395,14 @@ pub fn forecast_user(
     let recent = recent_rps(windows, now_ms);
     let rates = ActivityRates::read(windows, now_ms);
 
-    // The level moves towards the rate since the previous tick.
+    // The level moves towards the rate since the previous tick: a running
+    // mean while the user is young, then a half-life decay.
     let total = windows.requests_total();
     let elapsed_s = ctx.elapsed_ms as f64 / 1_000.0;
-    let keep = 0.5_f64.powf(ctx.elapsed_ms as f64 / LEVEL_HALF_LIFE_MS);
+    let age_ms = windows
+        .sessions()
+        .first_seen_ms()
+        .map_or(0, |first| now_ms.saturating_sub(first));
     let (level, tick) = match state.load() {
         Some((level, forecast, last)) => {
             // Totals wrap at 2^31; the difference modulo 2^31 is exact.
@@ -359,21 +412,25 @@ pub fn forecast_user(
                 expected: Some(forecast * elapsed_s),
                 rates,
             };
+            let keep = level_keep(ctx.elapsed_ms, age_ms);
             (keep * level + (1.0 - keep) * observed / elapsed_s, tick)
         }
         None => {
-            // First sight: the level starts from zero, as if the user had
-            // been idle before. Most new users are one-off visitors, and a
-            // first burst read as a steady rate over-forecasts them by the
-            // burst's size (ten times on the Elastic log).
+            // First sight: the requests so far over the time since the user
+            // was first seen plus the idle prior. Most new users are one-off
+            // visitors, and a first burst read as a steady rate
+            // over-forecasts them by the burst's size (ten times on the
+            // Elastic log); the prior keeps a burst at a fraction of that.
             let tick = UserTick {
                 observed: total as f64,
                 expected: None,
                 rates,
             };
-            ((1.0 - keep) * total as f64 / elapsed_s, tick)
+            let span_s = (age_ms as f64 + LEVEL_PRIOR_MS) / 1_000.0;
+            (total as f64 / span_s, tick)
         }
     };
+    let keep = level_keep(ctx.elapsed_ms, age_ms);
 
     let first_rps = fill(ctx, recent.unwrap_or(level), level, out);
     // Bytes and backend levels follow their window rates with the same
@@ -417,7 +474,7 @@ fn fill(
     let mut first_rps = level;
     for (i, slot) in out.iter_mut().enumerate().take(ctx.horizons_ms.len()) {
         let w = ctx.recent_weights[i];
-        let rps = ctx.multipliers[i] * (w * recent + (1.0 - w) * level);
+        let rps = (ctx.multipliers[i] * (w * recent + (1.0 - w) * level)).min(ctx.ceilings_rps[i]);
         if i == 0 {
             first_rps = rps;
         }
@@ -448,3 +505,6 @@ fn recent_rps(windows: &UserWindows, now_ms: u64) -> Option<f64> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tick_scale_tests;

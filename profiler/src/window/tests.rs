@@ -158,7 +158,7 @@ fn buckets_iterate_oldest_to_newest() {
 fn bucket_counts_saturate_instead_of_wrapping() {
     let w = window(1_000, 2);
     let max = u64::from(w.shape().max_count());
-    assert_eq!(max, 16_777_215, "8 tag bits leave 24 for the count");
+    assert_eq!(max, 1_048_575, "12 tag bits leave 20 for the count");
     w.add(0, max - 1);
     w.add(0, 10);
     assert_eq!(w.sum(0), max);
@@ -170,44 +170,48 @@ fn bucket_counts_saturate_instead_of_wrapping() {
 #[test]
 fn tag_bits_grow_with_the_bucket_count() {
     let max_count = |buckets| WindowShape::new(1, buckets).unwrap().max_count();
-    assert_eq!(max_count(1), 16_777_215);
-    assert_eq!(max_count(64), 16_777_215);
-    assert_eq!(max_count(65), 8_388_607);
+    assert_eq!(max_count(1), 1_048_575);
+    assert_eq!(max_count(1_024), 1_048_575);
+    assert_eq!(max_count(1_025), 524_287);
     assert_eq!(max_count(WindowShape::MAX_BUCKETS), 65_535);
 }
 
 #[test]
 fn sparse_user_never_sees_a_bucket_from_a_lap_of_the_short_tag_ago() {
-    // 60 buckets use 8-bit tags: periods 256 apart share a tag. A user who
-    // comes back every 30 periods only ever touches two slots; the others
-    // must not come back to life when the tag wraps.
+    // 60 buckets use 12-bit tags: periods 4 096 apart share a tag. A user
+    // who comes back every 30 periods only ever touches two slots; the
+    // others must not come back to life when the tag wraps.
     let w = window(1, 60);
     let mut adds = vec![(5, 7)];
     w.add(5, 7); // slot 5, tag 5
-    for lap in 1..=40_u64 {
+    for lap in 1..=300_u64 {
         let now = lap * 30;
         w.add(now, 1);
         adds.push((now, 1));
         assert_eq!(w.sum(now), expected_sum(&adds, w.shape(), now), "at {now}");
         assert_eq!(w.sum(now + 1), expected_sum(&adds, w.shape(), now + 1));
     }
-    // 261 = 5 + 256 has period 5's tag.
-    assert_eq!(w.count_in(261), 0);
+    // 4 101 = 5 + 4 096 has period 5's tag.
+    assert_eq!(w.count_in(4_101), 0);
     assert_eq!(w.count_in(5), 0, "period 5 is long out of the window");
 }
 
 #[test]
 fn a_user_idle_for_many_laps_reads_empty_and_restarts_clean() {
-    let w = window(1_000, 60);
-    for s in 0..60 {
-        w.add(s * 1_000, 3);
+    for idle in [100, 1_000, 1_987, 1_988, 4_096, 40_960] {
+        let w = window(1_000, 60);
+        for s in 0..60 {
+            w.add(s * 1_000, 3);
+        }
+        assert_eq!(w.sum(59_000), 180);
+        // Idle, up to exact laps of the tag: nothing may alias.
+        let back = (59 + idle) * 1_000;
+        assert_eq!(w.sum(back), 0, "after {idle} idle periods");
+        assert_eq!(w.buckets(back).sum::<u64>(), 0);
+        w.add(back, 1);
+        assert_eq!(w.sum(back), 1, "only the new add counts after {idle}");
+        assert_eq!(w.buckets(back).sum::<u64>(), 1);
     }
-    assert_eq!(w.sum(59_000), 180);
-    // Idle for exactly 256 periods, the tag's lap: nothing may alias.
-    assert_eq!(w.sum((59 + 256) * 1_000), 0);
-    assert_eq!(w.buckets((59 + 256) * 1_000).sum::<u64>(), 0);
-    w.add((59 + 256) * 1_000, 1);
-    assert_eq!(w.sum((59 + 256) * 1_000), 1, "only the new add counts");
 }
 
 #[test]

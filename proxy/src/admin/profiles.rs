@@ -87,8 +87,16 @@ fn user_forecast(
 ) -> Option<UserForecastView> {
     let decisions = shared.decisions.load();
     let ctx = decisions.user_context.as_ref()?;
+    // Read as of the latest tick, so the view shows the numbers the tick
+    // decided tiers and headers with (the window's completed buckets up to
+    // the tick are unchanged for one window span after it).
+    let at_ms = if decisions.computed_at_ms > 0 {
+        decisions.computed_at_ms.min(now_ms)
+    } else {
+        now_ms
+    };
     let mut out = vec![UserQuantityForecast::default(); ctx.horizons_ms().len()];
-    peek_user_quantities(&entry.windows, &entry.extra.forecast, now_ms, ctx, &mut out)?;
+    peek_user_quantities(&entry.windows, &entry.extra.forecast, at_ms, ctx, &mut out)?;
     let horizons = out
         .iter()
         .map(|f| UserHorizonView {

@@ -14,6 +14,16 @@
 //! computes it from the configuration, including the ~0.3 ms per request that
 //! tokio's 1 ms timer adds (measured: see `route.rs`).
 //!
+//! Connection setup has a cost, as it has at a real backend behind TLS or
+//! per-connection authentication: each new connection waits `connect_cost`
+//! (default 5 ms, the order of a TLS handshake with a per-connection
+//! credential check on a LAN) before its first request is read, without holding a worker slot
+//! (the handshake is the transport's work, not a worker's). Requests on a
+//! kept-alive connection pay nothing. This is what lets a proxy that keeps
+//! connections ready (pool warming) serve a sudden rise in demand faster
+//! than one that must open them at that moment; on plain loopback a new
+//! connection costs tens of microseconds and warming could not show.
+//!
 //! Beyond `queue_limit` waiting requests the app answers 503 with
 //! `x-demo-app: queue-full`, so a report can tell its own overload apart from the
 //! proxy's shedding. `GET /healthz` is free. The app echoes nothing from the
@@ -45,6 +55,9 @@ use crate::trace::mix64;
 /// How long shutdown waits for open connections to finish before cutting them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
+/// Default [`SampleAppConfig::connect_cost`].
+pub const DEFAULT_CONNECT_COST: Duration = Duration::from_millis(5);
+
 /// At most this many distinct tier names are counted; others count as `other`.
 const MAX_TIER_NAMES: usize = 32;
 
@@ -66,6 +79,11 @@ pub struct SampleAppConfig {
     pub queue_limit: Option<usize>,
     /// Service time and size of each endpoint class.
     pub costs: RouteCosts,
+    /// Setup time of each new connection, spent before its first request is
+    /// read (see the module docs). Default 5 ms; zero turns it off. Sleeps
+    /// run on tokio's 1 ms timer, so a non-zero cost is rounded up to the
+    /// next millisecond and may be late by up to about one more.
+    pub connect_cost: Duration,
 }
 
 impl Default for SampleAppConfig {
@@ -75,6 +93,7 @@ impl Default for SampleAppConfig {
             workers: 16,
             queue_limit: Some(256),
             costs: RouteCosts::default(),
+            connect_cost: DEFAULT_CONNECT_COST,
         }
     }
 }
@@ -88,6 +107,8 @@ pub struct AppStats {
     pub served: u64,
     /// Requests answered 503 because the wait queue was full.
     pub rejected: u64,
+    /// Connections accepted (each paid `connect_cost` once).
+    pub connections: u64,
     /// Most requests seen waiting for a slot at once.
     pub peak_waiting: u64,
     /// Requests per `x-headroom-tier` value received (`none` when absent).
@@ -105,6 +126,7 @@ struct Shared {
     requests: AtomicU64,
     served: AtomicU64,
     rejected: AtomicU64,
+    connections: AtomicU64,
     peak_waiting: AtomicUsize,
     by_route: [AtomicU64; Route::ALL.len()],
     by_tier: Mutex<BTreeMap<String, u64>>,
@@ -139,6 +161,7 @@ impl SampleApp {
             requests: AtomicU64::new(0),
             served: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
             peak_waiting: AtomicUsize::new(0),
             by_route: Default::default(),
             by_tier: Mutex::new(BTreeMap::new()),
@@ -206,6 +229,7 @@ impl SampleAppHandle {
             requests: s.requests.load(Ordering::Relaxed),
             served: s.served.load(Ordering::Relaxed),
             rejected: s.rejected.load(Ordering::Relaxed),
+            connections: s.connections.load(Ordering::Relaxed),
             peak_waiting: s.peak_waiting.load(Ordering::Relaxed) as u64,
             by_tier,
             by_route,
@@ -253,12 +277,23 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch
     }
 }
 
-/// Serves one connection until it closes or the app stops.
+/// Serves one connection until it closes or the app stops, after its setup
+/// cost.
 async fn serve(
     stream: tokio::net::TcpStream,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
+    // The connection's setup (a handshake, in a real backend) comes first.
+    shared.connections.fetch_add(1, Ordering::Relaxed);
+    let cost = shared.config.connect_cost;
+    if !cost.is_zero() {
+        tokio::select! {
+            () = tokio::time::sleep(cost) => {}
+            _ = stop.changed() => return,
+        }
+    }
+
     let service = service_fn(move |request| handle(Arc::clone(&shared), request));
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())

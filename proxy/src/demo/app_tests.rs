@@ -143,6 +143,52 @@ async fn export_streams_its_size_and_tier_headers_are_counted() {
     app.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_first_request_on_a_connection_pays_the_connect_cost() {
+    let cfg = SampleAppConfig {
+        workers: 4,
+        costs: flat_costs(1),
+        connect_cost: Duration::from_millis(250),
+        ..SampleAppConfig::default()
+    };
+    let app = SampleApp::start(cfg).expect("binding 127.0.0.1:0 works in tests");
+    let pooled = client();
+
+    // The first request opens the connection; the next ones reuse it.
+    let first = get(&pooled, app.addr(), "/page/1", &[]).await;
+    assert_eq!(first.0, StatusCode::OK);
+    assert!(first.3 >= Duration::from_millis(250), "{:?}", first.3);
+    for i in 0..3 {
+        // Let the client put the connection back in its pool first.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let again = get(&pooled, app.addr(), &format!("/page/{i}"), &[]).await;
+        assert!(again.3 < Duration::from_millis(200), "{:?}", again.3);
+    }
+    // A free /healthz on a new connection pays it too: it is per connection.
+    let health = get(&client(), app.addr(), "/healthz", &[]).await;
+    assert!(health.3 >= Duration::from_millis(250), "{:?}", health.3);
+    let stats = app.stats();
+    assert_eq!((stats.connections, stats.served), (2, 4), "{stats:?}");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_connect_cost_adds_nothing_and_the_default_is_five_ms() {
+    assert_eq!(
+        SampleAppConfig::default().connect_cost,
+        Duration::from_millis(5)
+    );
+    let cfg = SampleAppConfig {
+        costs: flat_costs(1),
+        connect_cost: Duration::ZERO,
+        ..SampleAppConfig::default()
+    };
+    let app = SampleApp::start(cfg).expect("binding 127.0.0.1:0 works in tests");
+    let first = get(&client(), app.addr(), "/page/1", &[]).await;
+    assert!(first.3 < Duration::from_millis(200), "{:?}", first.3);
+    app.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_non_loopback_address_is_refused() {
     let cfg = SampleAppConfig {

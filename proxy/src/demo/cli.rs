@@ -9,9 +9,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::load::{DemoOptions, LoadError};
+use super::ramp::{Ramp, RampError};
 
 /// `headroom demo [--duration SECS] [--trace FILE] [--speed X] [--load X]
-/// [--no-shaping] [--no-warming] [--json]`.
+/// [--no-shaping] [--no-warming] [--ramp-at SECS --ramp-load X] [--json]`.
 #[derive(clap::Args, Debug, Clone, PartialEq)]
 pub struct DemoArgs {
     /// Seconds of load to send.
@@ -35,13 +36,21 @@ pub struct DemoArgs {
     /// Print the final report as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Step the synthetic load to --ramp-load at this second of the run,
+    /// declared to the proxy ahead of time as an event.
+    #[arg(long, value_name = "SECS", requires = "ramp_load")]
+    pub ramp_at: Option<f64>,
+    /// Offered load after the step, as a multiple of the app's capacity.
+    #[arg(long, value_name = "X", requires = "ramp_at")]
+    pub ramp_load: Option<f64>,
 }
 
 impl DemoArgs {
     /// The load options, with synthetic users' tokens signed by `jwt_secret`.
     ///
-    /// Fails when the duration or load is not positive and finite, or the speed
-    /// is negative or not finite.
+    /// Fails when the duration or load is not positive and finite, the speed
+    /// is negative or not finite, or a ramp is given with a trace, outside
+    /// the run, or with a nonsensical load (see [`Ramp::check`]).
     pub fn to_options(&self, jwt_secret: String) -> Result<DemoOptions, LoadError> {
         let duration = positive_secs("duration", self.duration)?;
         if !(self.load > 0.0 && self.load.is_finite()) {
@@ -56,6 +65,12 @@ impl DemoArgs {
                 value: self.speed,
             });
         }
+        let ramp = match (self.ramp_at, self.ramp_load) {
+            (None, None) => None,
+            (Some(_), Some(_)) if self.trace.is_some() => return Err(RampError::Trace.into()),
+            (Some(at_s), Some(load)) => Some(Ramp::check(at_s, load, self.load, duration)?),
+            _ => return Err(RampError::Half.into()),
+        };
         Ok(DemoOptions {
             duration,
             trace: self.trace.clone(),
@@ -65,6 +80,7 @@ impl DemoArgs {
             shaping: !self.no_shaping,
             warming: !self.no_warming,
             jwt_secret,
+            ramp,
         })
     }
 }
@@ -179,5 +195,47 @@ mod tests {
         assert!(bad(&["--load=-1"]));
         assert!(bad(&["--speed=-2"]));
         assert!(!bad(&["--speed", "100"]));
+    }
+
+    #[test]
+    fn a_ramp_becomes_options_and_is_checked() {
+        let parse = |flags: &[&str]| {
+            let args = std::iter::once("demo").chain(flags.iter().copied());
+            Demo::try_parse_from(args).map(|d| d.args.to_options(String::new()))
+        };
+        let ok = parse(&[
+            "--duration",
+            "40",
+            "--load",
+            "0.3",
+            "--ramp-at",
+            "25",
+            "--ramp-load",
+            "1.2",
+        ]);
+        let ramp = ok.expect("parses").expect("valid").ramp.expect("a ramp");
+        assert_eq!(ramp.at, Duration::from_secs(25));
+        assert!((ramp.factor(0.3) - 4.0).abs() < 1e-12);
+
+        let err = |flags: &[&str]| match parse(flags) {
+            Ok(Err(e)) => e.to_string(),
+            other => panic!("expected a ramp error for {flags:?}, got {other:?}"),
+        };
+        assert!(
+            err(&["--duration", "10", "--ramp-at", "10", "--ramp-load", "2"])
+                .contains("inside the run")
+        );
+        assert!(err(&["--ramp-at", "0", "--ramp-load", "2"]).contains("inside the run"));
+        assert!(err(&["--ramp-at", "NaN", "--ramp-load", "2"]).contains("inside the run"));
+        assert!(err(&["--ramp-at", "5", "--ramp-load", "inf"]).contains("--ramp-load"));
+        assert!(err(&["--ramp-at", "5", "--ramp-load=-1"]).contains("--ramp-load"));
+        assert!(
+            err(&["--load", "0.001", "--ramp-at", "5", "--ramp-load", "2"])
+                .contains("at most 1000")
+        );
+        let trace = ["--trace", "x.log", "--ramp-at", "5", "--ramp-load", "2"];
+        assert!(err(&trace).contains("synthetic"));
+        // One flag without the other is a usage error from clap.
+        assert!(parse(&["--ramp-at", "5"]).is_err());
     }
 }

@@ -26,6 +26,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::app::SampleAppHandle;
+use super::ramp::{Ramp, RampError, Warped, RAMP_WINDOW};
 use super::recorder::{millis_since, Recorder};
 use super::report::LoadReport;
 use super::route::Route;
@@ -66,6 +67,9 @@ pub struct DemoOptions {
     /// HS256 secret the synthetic users' tokens are signed with; the proxy must
     /// verify with the same secret.
     pub jwt_secret: String,
+    /// A step in the synthetic load (see [`Ramp`]); `None` (the default)
+    /// keeps `load` for the whole run. Not with a trace.
+    pub ramp: Option<Ramp>,
 }
 
 impl Default for DemoOptions {
@@ -79,6 +83,7 @@ impl Default for DemoOptions {
             shaping: true,
             warming: true,
             jwt_secret: String::new(),
+            ramp: None,
         }
     }
 }
@@ -106,6 +111,9 @@ pub enum LoadError {
     /// The trace holds no request within the run.
     #[error("trace has no requests within the run to replay")]
     EmptyTrace,
+    /// The ramp flags are not usable.
+    #[error(transparent)]
+    Ramp(#[from] RampError),
 }
 
 /// Sends the demo's load through the proxy at `proxy_url` (e.g.
@@ -114,7 +122,9 @@ pub enum LoadError {
 ///
 /// Offered load is `opts.load` times `app`'s capacity for the synthetic mix, or,
 /// with a trace, the measured send rate over the app's capacity for the trace's
-/// mix of endpoints.
+/// mix of endpoints. With `opts.ramp`, the synthetic workload steps up (or
+/// down) at the ramp's time and the report carries the ramp window; the
+/// caller fills in what the proxy was told ([`super::ramp::RampReport`]).
 pub async fn run_load(
     opts: &DemoOptions,
     proxy_url: &str,
@@ -123,17 +133,47 @@ pub async fn run_load(
     let base = base_url(proxy_url)?;
     let Some(path) = &opts.trace else {
         positive("load", opts.load)?;
-        let rate = opts.load * app.capacity_rps_for(&synthetic_mix());
-        let source = SyntheticSource::new(rate, opts.jwt_secret.as_bytes(), WORKLOAD_SEED)?;
+        let capacity = app.capacity_rps_for(&synthetic_mix());
+        let source = SyntheticSource::new(
+            opts.load * capacity,
+            opts.jwt_secret.as_bytes(),
+            WORKLOAD_SEED,
+        )?;
         let run = Run {
             base,
             duration: opts.duration,
             live: true,
+            window: None,
         };
-        return Ok(run
-            .execute(source, opts.load, opts.shaping, opts.warming, |_| 1.0)
-            .await);
+        let mut report = match opts.ramp {
+            None => {
+                run.execute(source, opts.load, opts.shaping, opts.warming, |_| 1.0)
+                    .await
+            }
+            Some(ramp) => {
+                let checked =
+                    Ramp::check(ramp.at.as_secs_f64(), ramp.load, opts.load, opts.duration)?;
+                let factor = checked.factor(opts.load);
+                let source = Warped::new(source, checked.at, factor);
+                let window = (checked.at, (checked.at + RAMP_WINDOW).min(opts.duration));
+                let mut report = run
+                    .with_window(window)
+                    .execute(source, opts.load, opts.shaping, opts.warming, |_| 1.0)
+                    .await;
+                if let Some(out) = report.ramp.as_mut() {
+                    out.at_s = checked.at.as_secs_f64();
+                    out.load = checked.load;
+                    out.factor = factor;
+                }
+                report
+            }
+        };
+        report.capacity_rps = Some(capacity);
+        return Ok(report);
     };
+    if opts.ramp.is_some() {
+        return Err(RampError::Trace.into());
+    }
 
     // A trace: compress its time so that it fills the run at the asked load.
     let (records, speed, profile) = load_trace(path, opts.duration, opts.speed, |profile| {
@@ -146,11 +186,14 @@ pub async fn run_load(
         base,
         duration: opts.duration,
         live: true,
+        window: None,
     };
     let offered = |sent_rps: f64| sent_rps / capacity;
-    Ok(run
+    let mut report = run
         .execute(source, 0.0, opts.shaping, opts.warming, offered)
-        .await)
+        .await;
+    report.capacity_rps = Some(capacity);
+    Ok(report)
 }
 
 /// Replays the trace at `trace` against `target` at `speed` (positive), for
@@ -175,6 +218,7 @@ pub(crate) async fn replay_trace(
         base,
         duration: duration.unwrap_or(until_end),
         live,
+        window: None,
     };
     let source = TraceSource::new(records, speed);
     Ok(run.execute(source, 0.0, false, false, |_| 0.0).await)
@@ -312,9 +356,19 @@ pub(crate) struct Run {
     pub duration: Duration,
     /// Whether to print the live line every second.
     pub live: bool,
+    /// Requests sent in `[from, until)` are also reported apart (a ramp).
+    pub window: Option<(Duration, Duration)>,
 }
 
 impl Run {
+    /// The same run, reporting the requests sent in `window` apart.
+    pub(crate) fn with_window(self, window: (Duration, Duration)) -> Self {
+        Self {
+            window: Some(window),
+            ..self
+        }
+    }
+
     /// Sends `source`'s requests until the duration ends or the source runs out,
     /// waits for the stragglers, and builds the report. `offered(sent_rps)` gives
     /// the report's offered load when `load` is 0.
@@ -332,7 +386,11 @@ impl Run {
             .pool_max_idle_per_host(MAX_IN_FLIGHT)
             .build(connector);
         let start = Instant::now();
-        let recorder = Arc::new(Recorder::new(start));
+        let mut recorder = Recorder::new(start);
+        if let Some((from, until)) = self.window {
+            recorder = recorder.with_ramp_window(from, until);
+        }
+        let recorder = Arc::new(recorder);
         let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let (stop_live, live_stopped) = watch::channel(false);
         let ticker = self
@@ -434,7 +492,7 @@ async fn send(
     };
     match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
         Ok(Some(parts)) => recorder.response(user, parts.status, &parts.headers, started.elapsed()),
-        Ok(None) | Err(_) => recorder.error(user),
+        Ok(None) | Err(_) => recorder.error(user, started.elapsed()),
     }
 }
 

@@ -5,6 +5,10 @@
 //! at the few thousand requests/s a two-core demo reaches costs far less than
 //! per-task sharding would save. Latencies go into HdrHistograms in
 //! microseconds with two significant digits (1 % resolution) up to one hour.
+//!
+//! With a ramp, the requests *sent* in the window after the step are also
+//! accumulated apart ([`RampAcc`]); a request's send time is taken as its
+//! response time minus its latency.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -14,6 +18,7 @@ use hdrhistogram::Histogram;
 use http::{HeaderMap, StatusCode};
 use tokio::time::Instant;
 
+use super::ramp::{RampAcc, RampReport, WindowOutcome};
 use super::report::{score_forecasts, LoadReport, RunTotals, TierReport};
 
 /// Largest latency the histograms hold, in microseconds (one hour).
@@ -26,7 +31,7 @@ const MAX_TIERS: usize = 32;
 const NO_TIER: &str = "none";
 
 /// A latency histogram in microseconds.
-fn latency_histogram() -> Histogram<u64> {
+pub(crate) fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 2).expect("constant bounds are valid")
 }
 
@@ -60,6 +65,7 @@ struct Inner {
     tiers: Vec<TierAcc>,
     users: Vec<UserAcc>,
     live: LiveAcc,
+    ramp: Option<RampAcc>,
 }
 
 /// Collects the outcomes of one run.
@@ -91,8 +97,18 @@ impl Recorder {
                 tiers: Vec::new(),
                 users: Vec::new(),
                 live,
+                ramp: None,
             }),
         }
+    }
+
+    /// Also accumulates, apart, the requests sent in `[from, until)` from the
+    /// start: the ramp window.
+    pub(crate) fn with_ramp_window(self, from: Duration, until: Duration) -> Self {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.ramp = Some(RampAcc::new(from, until));
+        }
+        self
     }
 
     /// Counts a request handed to the client.
@@ -137,6 +153,7 @@ impl Recorder {
         let micros = u64::try_from(latency.as_micros())
             .unwrap_or(u64::MAX)
             .max(1);
+        let sent = self.start.elapsed().checked_sub(latency);
 
         let Ok(mut inner) = self.inner.lock() else {
             return;
@@ -145,23 +162,36 @@ impl Recorder {
         let tier = tier_index(&mut inner.tiers, tier_name.unwrap_or(NO_TIER));
         let acc = &mut inner.tiers[tier];
         acc.report.requests += 1;
-        if limited {
+        let outcome = if limited {
             acc.report.limited += 1;
             inner.live.limited += 1;
+            WindowOutcome::Limited
         } else if shed {
             acc.report.shed += 1;
             inner.live.shed += 1;
+            WindowOutcome::Shed
         } else if app_overload {
             // Passed the proxy, refused by the app: admitted, but neither a
             // success nor a latency sample.
             acc.report.admitted += 1;
             acc.report.app_rejected += 1;
             inner.live.app_rejected += 1;
+            WindowOutcome::AppRejected
         } else {
+            let ok = status.is_success();
             acc.report.admitted += 1;
+            acc.report.ok += u64::from(ok);
             acc.latency.saturating_record(micros);
             inner.live.ok += 1;
             inner.live.interval.saturating_record(micros);
+            WindowOutcome::Served { ok, micros }
+        };
+        if let Some(ramp) = inner
+            .ramp
+            .as_mut()
+            .filter(|r| sent.is_some_and(|t| r.covers(t)))
+        {
+            ramp.record(tier, outcome);
         }
 
         // Remember the tier, and keep the first forecast of each second.
@@ -179,8 +209,9 @@ impl Recorder {
         }
     }
 
-    /// Records a request to `user` that got no response.
-    pub(crate) fn error(&self, user: u32) {
+    /// Records a request to `user` that got no response after `waited`.
+    pub(crate) fn error(&self, user: u32, waited: Duration) {
+        let sent = self.start.elapsed().checked_sub(waited);
         let Ok(mut inner) = self.inner.lock() else {
             return;
         };
@@ -190,6 +221,13 @@ impl Recorder {
         inner.tiers[tier].report.requests += 1;
         inner.tiers[tier].report.errors += 1;
         inner.live.errors += 1;
+        if let Some(ramp) = inner
+            .ramp
+            .as_mut()
+            .filter(|r| sent.is_some_and(|t| r.covers(t)))
+        {
+            ramp.record(tier, WindowOutcome::Error);
+        }
     }
 
     /// The live summary line; resets the interval latency histogram.
@@ -245,6 +283,13 @@ impl Recorder {
                 ..LoadReport::default()
             };
         };
+        let per_s = |n: u64| {
+            if seconds > 0.0 {
+                n as f64 / seconds
+            } else {
+                0.0
+            }
+        };
         let tiers = inner
             .tiers
             .iter()
@@ -259,6 +304,7 @@ impl Recorder {
                 let report = TierReport {
                     p50_ms: quantile_ms(0.5),
                     p99_ms: quantile_ms(0.99),
+                    goodput_rps: per_s(acc.report.ok),
                     ..acc.report.clone()
                 };
                 (acc.name.clone(), report)
@@ -266,6 +312,12 @@ impl Recorder {
             .collect();
         let samples: Vec<Vec<(u32, f64)>> = inner.users.iter().map(|u| u.samples.clone()).collect();
         let end_ms = u32::try_from(sending.as_millis()).unwrap_or(u32::MAX);
+        let ok: u64 = inner.tiers.iter().map(|acc| acc.report.ok).sum();
+        let ramp = inner.ramp.as_ref().map(|ramp| RampReport {
+            window_s: ramp.window_s(),
+            tiers: ramp.tiers(|i| inner.tiers[i].name.as_str()),
+            ..RampReport::default()
+        });
         LoadReport {
             duration_s: seconds,
             offered_load,
@@ -273,6 +325,9 @@ impl Recorder {
             warming,
             tiers,
             forecast: score_forecasts(sends, &samples, end_ms),
+            goodput_rps: per_s(ok),
+            capacity_rps: None,
+            ramp,
             totals,
         }
     }
@@ -345,8 +400,8 @@ mod tests {
         let app_full = headers(&[("x-headroom-tier", "premium"), ("x-demo-app", "queue-full")]);
         recorder.response(0, StatusCode::SERVICE_UNAVAILABLE, &app_full, ms(7));
         recorder.response(1, StatusCode::SERVICE_UNAVAILABLE, &HeaderMap::new(), ms(2));
-        recorder.error(0);
-        recorder.error(2);
+        recorder.error(0, Duration::ZERO);
+        recorder.error(2, Duration::ZERO);
 
         let report = recorder.finish(
             Duration::from_secs(1),

@@ -23,6 +23,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::ramp::RampReport;
+
 /// The forecast horizon H, in milliseconds.
 pub(crate) const HORIZON_MS: u32 = 10_000;
 
@@ -41,6 +43,11 @@ pub struct TierReport {
     pub p50_ms: f64,
     /// 99th percentile latency of admitted requests in ms; NaN when none.
     pub p99_ms: f64,
+    /// 2xx responses per second of the run (added to the contract's fields).
+    pub goodput_rps: f64,
+    /// 2xx responses (not in the JSON).
+    #[serde(skip)]
+    pub ok: u64,
     /// Requests that got no response (not in the JSON contract).
     #[serde(skip)]
     pub errors: u64,
@@ -78,7 +85,8 @@ pub struct RunTotals {
 
 /// The final report of a demo or replay run.
 ///
-/// Serialises to exactly the `headroom demo --json` shape of DESIGN.md; the
+/// Serialises to the `headroom demo --json` shape of DESIGN.md plus added
+/// fields (`goodput_rps` overall and per tier, `capacity_rps`, `ramp`); the
 /// fields marked as outside the contract appear only in the table.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct LoadReport {
@@ -95,6 +103,15 @@ pub struct LoadReport {
     pub tiers: BTreeMap<String, TierReport>,
     /// Forecast accuracy.
     pub forecast: ForecastReport,
+    /// 2xx responses per second of the run, all tiers (added to the contract).
+    pub goodput_rps: f64,
+    /// Requests per second the sample app sustains for the workload's mix;
+    /// absent for a replay against a target of unknown capacity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capacity_rps: Option<f64>,
+    /// The requests sent just after a ramp's step; absent without a ramp.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ramp: Option<RampReport>,
     /// Run totals outside the JSON contract.
     #[serde(skip)]
     pub totals: RunTotals,
@@ -158,17 +175,70 @@ impl LoadReport {
                 tier.p99_ms
             );
         }
+        let capacity = self
+            .capacity_rps
+            .map_or_else(|| "unknown".to_owned(), |c| format!("{c:.0}/s"));
+        let _ = writeln!(
+            out,
+            "\ngoodput (2xx) {:.0}/s; app capacity {capacity}",
+            self.goodput_rps
+        );
         let f = &self.forecast;
         let _ = writeln!(
             out,
-            "\nforecast vs actual per user, horizon {} s, {} points: MASE {:.3} (below 1 beats \
+            "forecast vs actual per user, horizon {} s, {} points: MASE {:.3} (below 1 beats \
              naive), sMAPE {:.3}",
             HORIZON_MS / 1_000,
             f.points,
             f.mase,
             f.smape
         );
+        if let Some(ramp) = &self.ramp {
+            ramp_table(&mut out, ramp);
+        }
         out
+    }
+}
+
+/// The ramp section of the table.
+fn ramp_table(out: &mut String, ramp: &RampReport) {
+    let reading = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+    let _ = writeln!(
+        out,
+        "\nramp at {:.1} s to {:.3}x capacity ({:.2}x arrivals), declared to the proxy: {}; \
+         warming target before the step {} (peak {}), opened before it {}",
+        ramp.at_s,
+        ramp.load,
+        ramp.factor,
+        if ramp.declared { "yes" } else { "no" },
+        reading(ramp.warming_target_before),
+        reading(ramp.warming_target_peak_before),
+        reading(ramp.warming_opened_before)
+    );
+    let _ = writeln!(
+        out,
+        "requests sent in the first {:.1} s after the step:",
+        ramp.window_s
+    );
+    let _ = writeln!(
+        out,
+        "{:<12}{:>10}{:>8}{:>10}{:>10}{:>10}{:>8}{:>10}{:>10}",
+        "tier", "requests", "2xx", "limited", "shed 503", "app 503", "errors", "p50 ms", "p99 ms"
+    );
+    for (name, tier) in &ramp.tiers {
+        let _ = writeln!(
+            out,
+            "{:<12}{:>10}{:>8}{:>10}{:>10}{:>10}{:>8}{:>10.1}{:>10.1}",
+            name,
+            tier.requests,
+            tier.ok,
+            tier.limited,
+            tier.shed_503,
+            tier.app_503,
+            tier.errors,
+            tier.p50_ms,
+            tier.p99_ms
+        );
     }
 }
 
@@ -228,6 +298,7 @@ pub(crate) fn score_forecasts(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::demo::ramp::RampTierReport;
 
     /// Send times at `rps` per second over [from_s, to_s).
     fn steady(rps: u32, from_s: u32, to_s: u32) -> Vec<u32> {
@@ -265,7 +336,7 @@ mod tests {
     }
 
     #[test]
-    fn json_has_exactly_the_contract_fields_and_nan_is_null() {
+    fn json_has_the_contract_fields_plus_the_added_ones_and_nan_is_null() {
         let mut report = LoadReport {
             duration_s: 2.0,
             offered_load: 1.5,
@@ -290,9 +361,11 @@ mod tests {
             keys.sort();
             keys
         };
+        // DESIGN.md's fields, plus `goodput_rps`; no capacity or ramp unless set.
         let expected = [
             "duration_s",
             "forecast",
+            "goodput_rps",
             "offered_load",
             "shaping",
             "tiers",
@@ -301,12 +374,74 @@ mod tests {
         assert_eq!(sorted_keys(&value), expected);
         let tier = &value["tiers"]["none"];
         let expected = [
-            "admitted", "limited", "p50_ms", "p99_ms", "requests", "shed",
+            "admitted",
+            "goodput_rps",
+            "limited",
+            "p50_ms",
+            "p99_ms",
+            "requests",
+            "shed",
         ];
         assert_eq!(sorted_keys(tier), expected);
         assert_eq!(sorted_keys(&value["forecast"]), ["mase", "smape"]);
         assert!(tier["p99_ms"].is_null());
         assert!(value["forecast"]["mase"].is_null());
         assert!(report.table().contains("none"));
+        assert!(report.table().contains("app capacity unknown"));
+    }
+
+    #[test]
+    fn a_ramp_adds_its_object_and_capacity_to_the_json_and_table() {
+        let mut ramp_tier = RampTierReport {
+            requests: 10,
+            ok: 7,
+            shed_503: 2,
+            app_503: 1,
+            p50_ms: 3.0,
+            p99_ms: 9.0,
+            ..RampTierReport::default()
+        };
+        let mut report = LoadReport {
+            goodput_rps: 120.0,
+            capacity_rps: Some(1_590.0),
+            ramp: Some(RampReport {
+                at_s: 25.0,
+                load: 1.2,
+                factor: 4.0,
+                window_s: 2.0,
+                declared: true,
+                warming_target_before: Some(30),
+                ..RampReport::default()
+            }),
+            ..LoadReport::default()
+        };
+        if let Some(ramp) = report.ramp.as_mut() {
+            ramp.tiers.insert("premium".to_owned(), ramp_tier.clone());
+        }
+        let value: serde_json::Value = serde_json::from_str(&report.to_json()).expect("valid JSON");
+        assert_eq!(value["capacity_rps"], 1_590.0);
+        assert_eq!(value["goodput_rps"], 120.0);
+        let ramp = &value["ramp"];
+        assert_eq!(ramp["factor"], 4.0);
+        assert_eq!(ramp["declared"], true);
+        assert_eq!(ramp["warming_target_before"], 30);
+        assert!(ramp["warming_opened_before"].is_null());
+        let premium = &ramp["tiers"]["premium"];
+        assert_eq!(
+            (premium["shed_503"].as_u64(), premium["app_503"].as_u64()),
+            (Some(2), Some(1))
+        );
+        assert_eq!(premium["p99_ms"], 9.0);
+
+        let table = report.table();
+        assert!(table.contains("app capacity 1590/s"), "{table}");
+        assert!(table.contains("ramp at 25.0 s"), "{table}");
+        assert!(table.contains("premium"), "{table}");
+        ramp_tier.p50_ms = f64::NAN;
+        if let Some(ramp) = report.ramp.as_mut() {
+            ramp.tiers.insert("premium".to_owned(), ramp_tier);
+        }
+        let value: serde_json::Value = serde_json::from_str(&report.to_json()).expect("valid JSON");
+        assert!(value["ramp"]["tiers"]["premium"]["p50_ms"].is_null());
     }
 }

@@ -4,14 +4,19 @@
 //!
 //! The proxy's config is generated per run: it carries a fresh random HS256
 //! secret shared with the load generator's synthetic users, and trusts the
-//! loopback load generator to name trace clients in `X-Forwarded-For`.
+//! loopback load generator to name trace clients in `X-Forwarded-For`. It
+//! also carries a fresh admin token, with which a ramp (`--ramp-at`) is
+//! declared through `POST /v1/events` before the load starts, and the
+//! warmer's gauges are read from `/metrics` once a second up to the step.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use super::load::DemoOptions;
+use super::ramp::{declare_event, warming_metrics, RampReport};
 use super::{run_load, DemoArgs, SampleApp, SampleAppConfig};
 
 /// How long the proxy may take to start listening.
@@ -30,6 +35,7 @@ pub fn main(args: DemoArgs) -> ExitCode {
 
 fn run(args: &DemoArgs) -> Result<(), String> {
     let secret = random_hex(32).map_err(|e| format!("no randomness: {e}"))?;
+    let admin_token = random_hex(16).map_err(|e| format!("no randomness: {e}"))?;
     let opts = args.to_options(secret.clone()).map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -41,7 +47,8 @@ fn run(args: &DemoArgs) -> Result<(), String> {
         let app = SampleApp::start(SampleAppConfig::default()).map_err(|e| e.to_string())?;
         let dir = DemoDir::create()?;
         let config = dir.0.join("demo.yaml");
-        std::fs::write(&config, demo_config(&secret, opts.shaping, opts.warming))
+        let text = demo_config(&secret, &admin_token, opts.shaping, opts.warming);
+        std::fs::write(&config, text)
             .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
         let mut proxy = ProxyProcess::start(&config, app.addr())?;
         eprintln!(
@@ -52,10 +59,24 @@ fn run(args: &DemoArgs) -> Result<(), String> {
             proxy.admin
         );
 
+        // A ramp is declared just before the load starts, as an operator
+        // would declare a launch, and the warmer watched up to the step.
+        let declared = declare_ramp(&opts, proxy.admin, &admin_token).await;
+        let sampler = opts
+            .ramp
+            .map(|ramp| tokio::spawn(sample_warming(proxy.admin, ramp.at)));
         let report = run_load(&opts, &format!("http://{}", proxy.listen), &app).await;
+        let samples = match sampler {
+            Some(task) => task.await.unwrap_or_default(),
+            None => Vec::new(),
+        };
         proxy.stop();
         app.shutdown().await;
-        let report = report.map_err(|e| e.to_string())?;
+        let mut report = report.map_err(|e| e.to_string())?;
+        if let Some(ramp) = report.ramp.as_mut() {
+            ramp.declared = declared;
+            fill_warming(ramp, &samples);
+        }
         if opts.json {
             println!("{}", report.to_json());
         } else {
@@ -66,16 +87,66 @@ fn run(args: &DemoArgs) -> Result<(), String> {
     })
 }
 
+/// Declares `opts.ramp` (if any) to the proxy's admin API as starting
+/// `ramp.at` from now; whether the proxy took it (a refusal is printed, and
+/// the run goes on undeclared).
+async fn declare_ramp(opts: &DemoOptions, admin: SocketAddr, token: &str) -> bool {
+    let Some(ramp) = opts.ramp else {
+        return false;
+    };
+    let now = SystemTime::now();
+    let (start, end) = (now + ramp.at, now + opts.duration);
+    match declare_event(admin, token, start, end, ramp.factor(opts.load)).await {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("headroom demo: the ramp was not declared: {e}");
+            false
+        }
+    }
+}
+
+/// Reads the warmer's (target, opened) gauges once a second from now until
+/// `until` has passed (at most `until` + 1 readings); failed reads are
+/// skipped.
+async fn sample_warming(admin: SocketAddr, until: Duration) -> Vec<(u64, u64)> {
+    let start = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut samples = Vec::new();
+    let most = until.as_secs().saturating_add(1);
+    for _ in 0..most {
+        tick.tick().await;
+        if start.elapsed() >= until {
+            break;
+        }
+        if let Ok(sample) = warming_metrics(admin).await {
+            samples.push(sample);
+        }
+    }
+    samples
+}
+
+/// The warmer's readings before the step, into the ramp report.
+fn fill_warming(ramp: &mut RampReport, samples: &[(u64, u64)]) {
+    ramp.warming_target_before = samples.last().map(|s| s.0);
+    ramp.warming_target_peak_before = samples.iter().map(|s| s.0).max();
+    ramp.warming_opened_before = match (samples.first(), samples.last()) {
+        (Some(first), Some(last)) => Some(last.1.saturating_sub(first.1)),
+        _ => None,
+    };
+}
+
 /// The demo's proxy config: four tiers, plan rules, a bot rule and route
 /// costs. Without shaping the same tiers have limits no client reaches, so
 /// the report still splits by tier. With `warming`, the warmer keeps
 /// connections to the app ready (fetching its free `/healthz`).
+/// `admin_token` (16+ visible ASCII bytes) opens the operator endpoints.
 ///
 /// Admission uses a fixed limit of 24 in flight (the sample app has 16
 /// workers): the operator-known case. The adaptive limit mis-learns on
 /// replays whose responses vary widely in size (a static-heavy trace's big
 /// files read as queueing), see the README's known limitations.
-pub fn demo_config(secret: &str, shaping: bool, warming: bool) -> String {
+pub fn demo_config(secret: &str, admin_token: &str, shaping: bool, warming: bool) -> String {
     let (premium, standard, free, bots) = if shaping {
         (
             "60, burst: 120",
@@ -95,6 +166,7 @@ upstreams: []
 profiler: {{ forecast_tick: 5s }}
 admission: {{ enabled: {shaping}, adaptive: false, max_concurrency: 24 }}
 health_check: {{ interval: 1s, timeout: 500ms }}
+admin_api: {{ token: "{admin_token}" }}
 identity:
   trusted_proxies: ["127.0.0.0/8", "::1/128"]
   sources:
@@ -237,7 +309,7 @@ mod tests {
     #[test]
     fn generated_config_is_valid_with_and_without_shaping() {
         for shaping in [true, false] {
-            let text = demo_config(&"ab".repeat(32), shaping, shaping);
+            let text = demo_config(&"ab".repeat(32), &"cd".repeat(16), shaping, shaping);
             let config = headroom_config::load_str(&text, "demo.yaml").expect("valid demo config");
             headroom_policies::Policy::compile(&config).expect("compiles");
         }

@@ -7,6 +7,11 @@
 //! than falling through, so a bad credential can never be swapped for a
 //! weaker identity by accident; `on_invalid: anonymous` opts out for JWTs.
 //!
+//! A request that carries a configured credential twice (two API-key or
+//! token header lines, or the identity cookie twice) is refused with 400
+//! before any source is tried: the app behind the proxy might read the
+//! other copy and see a different user from the one that was rate-limited.
+//!
 //! The user key is a keyed SipHash of the source and the id. It indexes the
 //! profiler, goes to the upstream as `x-headroom-user`, and cannot be turned
 //! back into the id without the secret.
@@ -110,6 +115,11 @@ pub enum IdentityError {
     /// No source identified the request and anonymous access is refused.
     #[error("credentials required")]
     Anonymous,
+    /// A credential header (or the identity cookie) was sent more than once.
+    /// The proxy and the app could each read a different one, so the request
+    /// is refused (400) before anything is counted against a user.
+    #[error("duplicate credential: {0}")]
+    DuplicateCredential(&'static str),
 }
 
 impl IdentityError {
@@ -117,7 +127,18 @@ impl IdentityError {
     pub fn challenge(&self) -> &'static str {
         match self {
             IdentityError::InvalidToken(_) => "Bearer error=\"invalid_token\"",
-            IdentityError::UnknownApiKey | IdentityError::Anonymous => "Bearer",
+            IdentityError::UnknownApiKey
+            | IdentityError::Anonymous
+            | IdentityError::DuplicateCredential(_) => "Bearer",
+        }
+    }
+
+    /// The HTTP status to refuse with: 400 for an ambiguous request, 401
+    /// for a missing or bad credential.
+    pub fn status(&self) -> u16 {
+        match self {
+            IdentityError::DuplicateCredential(_) => 400,
+            _ => 401,
         }
     }
 }
@@ -184,6 +205,10 @@ impl IdentityResolver {
         peer: Option<IpAddr>,
         headers: &HeaderMap,
     ) -> Result<Identity, IdentityError> {
+        // Every configured credential must be unambiguous, whichever source
+        // wins: the app behind us may read another one than we do.
+        self.refuse_duplicates(headers)?;
+
         // The forwarded chain is walked only if a source needs the address:
         // most requests are identified by a key or a token first.
         let client_ip = || self.client_ip.resolve(peer, headers);
@@ -193,6 +218,25 @@ impl IdentityResolver {
             }
         }
         self.anonymous(client_ip())
+    }
+
+    /// Refuses a request that carries a configured credential more than
+    /// once: two lines of the API-key or token header, or the identity
+    /// cookie twice (in one `Cookie` line or across several). Walks the
+    /// headers in place, without allocating.
+    fn refuse_duplicates(&self, headers: &HeaderMap) -> Result<(), IdentityError> {
+        for source in &self.sources {
+            let (duplicated, what) = match source {
+                Source::ApiKey { header, .. } => (more_than_one(headers, header), "api key header"),
+                Source::Jwt { header, .. } => (more_than_one(headers, header), "token header"),
+                Source::Cookie { name } => (cookie_count(headers, name) > 1, "identity cookie"),
+                Source::ClientIp => (false, ""),
+            };
+            if duplicated {
+                return Err(IdentityError::DuplicateCredential(what));
+            }
+        }
+        Ok(())
     }
 
     /// The location attribute, when the configured header is present.
@@ -301,6 +345,23 @@ fn ip_bytes(ip: IpAddr) -> [u8; 16] {
     }
 }
 
+/// Whether header `name` has more than one line.
+fn more_than_one(headers: &HeaderMap, name: &HeaderName) -> bool {
+    headers.get_all(name).iter().nth(1).is_some()
+}
+
+/// How many times cookie `name` appears, over all `Cookie` header lines
+/// (empty values included: they still say which cookie the app may read).
+fn cookie_count(headers: &HeaderMap, name: &str) -> usize {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|line| line.split(';'))
+        .filter(|pair| pair.trim().split_once('=').is_some_and(|(k, _)| k == name))
+        .count()
+}
+
 /// The value of cookie `name`, from any `Cookie` header line.
 fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
@@ -393,6 +454,61 @@ mod tests {
     }
 
     #[test]
+    fn duplicate_api_key_header_is_refused_with_400() {
+        let r = resolver(vec![api_key_source(false)], AnonymousMode::PerIp);
+        let mut h = with("x-api-key", "k1");
+        h.append("x-api-key", HeaderValue::from_static("k2"));
+
+        let err = r.identify(None, &h).expect_err("two keys");
+
+        assert!(matches!(err, IdentityError::DuplicateCredential(_)));
+        assert_eq!(err.status(), 400);
+        assert_eq!(IdentityError::UnknownApiKey.status(), 401);
+    }
+
+    #[test]
+    fn duplicate_token_header_is_refused_even_when_an_earlier_source_wins() {
+        let jwt = Source::Jwt {
+            header: HeaderName::from_static("authorization"),
+            verifier: JwtVerifier::new(vec![], test_rules()),
+            reject_invalid: true,
+        };
+        let r = resolver(vec![api_key_source(false), jwt], AnonymousMode::PerIp);
+        let mut h = with("x-api-key", "k1");
+        h.append("authorization", HeaderValue::from_static("Bearer a"));
+        h.append("authorization", HeaderValue::from_static("Bearer b"));
+
+        assert!(matches!(
+            r.identify(None, &h),
+            Err(IdentityError::DuplicateCredential("token header"))
+        ));
+    }
+
+    #[test]
+    fn identity_cookie_twice_is_refused_in_one_line_or_across_lines() {
+        let r = resolver(
+            vec![Source::Cookie { name: "sid".into() }],
+            AnonymousMode::Reject,
+        );
+        let one_line = with("cookie", "sid=a; other=1; sid=b");
+        let mut two_lines = with("cookie", "sid=a");
+        two_lines.append("cookie", HeaderValue::from_static("sid=b"));
+        let mut other_cookies_split = with("cookie", "a=1");
+        other_cookies_split.append("cookie", HeaderValue::from_static("sid=x; b=2"));
+
+        for h in [&one_line, &two_lines] {
+            assert!(matches!(
+                r.identify(None, h),
+                Err(IdentityError::DuplicateCredential("identity cookie"))
+            ));
+        }
+        let id = r
+            .identify(None, &other_cookies_split)
+            .expect("one sid over two lines is fine");
+        assert_eq!(id.key, r.pseudonymizer.key(IdentitySource::Cookie, b"x"));
+    }
+
+    #[test]
     fn anonymous_per_ip_users_are_distinct() {
         let r = resolver(vec![], AnonymousMode::PerIp);
         let a = r.identify(Some("192.0.2.1".parse().expect("ip")), &HeaderMap::new());
@@ -418,6 +534,17 @@ mod tests {
         );
     }
 
+    fn test_rules() -> JwtRules {
+        JwtRules {
+            issuer: None,
+            audience: None,
+            leeway_secs: 0,
+            user_claim: "sub".into(),
+            plan_claim: "plan".into(),
+            role_claim: "role".into(),
+        }
+    }
+
     #[test]
     fn ignored_invalid_token_lets_later_sources_identify() {
         let verifier = JwtVerifier::new(
@@ -426,14 +553,7 @@ mod tests {
                 jsonwebtoken::Algorithm::HS256,
                 b"0123456789abcdef0123456789abcdef",
             )],
-            JwtRules {
-                issuer: None,
-                audience: None,
-                leeway_secs: 0,
-                user_claim: "sub".into(),
-                plan_claim: "plan".into(),
-                role_claim: "role".into(),
-            },
+            test_rules(),
         );
         let jwt = Source::Jwt {
             header: HeaderName::from_static("authorization"),

@@ -8,9 +8,16 @@
 //! the process knows the marker, so a client cannot make its requests skip
 //! identification or admission. The check on every request is one string
 //! comparison (length first).
+//!
+//! In depth, should the marker leak: a marker request is a warm-up only if
+//! it is a `GET` without a body, from a loopback peer (or the proxy's own
+//! listen address, which is where the warmer connects from when the proxy
+//! listens on one specific address), naming a configured upstream. Any
+//! other marker request is served as ordinary traffic: identified,
+//! limited, admitted and sent to the pool like any request.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -132,6 +139,9 @@ pub struct WarmHub {
     /// How long a warm-up request waits for the rest of its round.
     hold: Duration,
     batches: Mutex<HashMap<SocketAddr, Arc<Batch>>>,
+    /// The proxy's own listen IP when it is a specific non-loopback one:
+    /// the warmer's connections then come from it.
+    own_ip: Option<IpAddr>,
     /// Upstream time of user requests, for Little's law.
     pub timing: UpstreamTiming,
     /// The warmer's metrics.
@@ -159,6 +169,7 @@ impl WarmHub {
             backend_path,
             hold,
             batches: Mutex::new(HashMap::new()),
+            own_ip: None,
             timing: UpstreamTiming::default(),
             metrics: WarmMetrics::register(registry),
         })
@@ -170,6 +181,42 @@ impl WarmHub {
     /// When the OS has no randomness to offer.
     pub fn detached() -> Self {
         Self::new(Duration::from_secs(1), None, &Registry::new()).expect("the OS has randomness")
+    }
+
+    /// Tells the hub where the proxy listens: a specific address is also
+    /// accepted as a warm-up request's peer (the warmer connects to it, so
+    /// the kernel picks it as the source). Loopback is always accepted.
+    #[must_use]
+    pub fn with_listen_address(mut self, listen: SocketAddr) -> Self {
+        let ip = listen.ip().to_canonical();
+        self.own_ip = (!ip.is_unspecified() && !ip.is_loopback()).then_some(ip);
+        self
+    }
+
+    /// The target of a marker request if it is the warmer's own: a
+    /// well-formed query naming an upstream for which `is_upstream` holds,
+    /// method `GET`, no body (no `Transfer-Encoding`, `Content-Length`
+    /// absent or 0), and a peer on loopback or the proxy's own listen IP.
+    /// `None` otherwise: the caller then serves it as ordinary traffic.
+    pub fn accept(
+        &self,
+        peer: Option<IpAddr>,
+        method: &http::Method,
+        headers: &http::HeaderMap,
+        query: Option<&str>,
+        is_upstream: impl Fn(SocketAddr) -> bool,
+    ) -> Option<WarmTarget> {
+        let peer = peer?.to_canonical();
+        if !(peer.is_loopback() || Some(peer) == self.own_ip) || method != http::Method::GET {
+            return None;
+        }
+        let empty = |name| headers.get(name).is_none_or(|v| v.as_bytes() == b"0");
+        if headers.contains_key(http::header::TRANSFER_ENCODING)
+            || !empty(http::header::CONTENT_LENGTH)
+        {
+            return None;
+        }
+        Self::parse(query).filter(|t| is_upstream(t.backend))
     }
 
     /// The path warm-up requests fetch from the backend.
@@ -305,6 +352,61 @@ mod tests {
             assert_eq!(WarmHub::parse(Some(q)), None, "{q}");
         }
         assert_eq!(WarmHub::parse(None), None);
+    }
+
+    fn loopback() -> Option<IpAddr> {
+        Some(IpAddr::from([127, 0, 0, 1]))
+    }
+
+    #[test]
+    fn only_a_bodiless_get_from_loopback_to_a_configured_upstream_is_a_warm_up() {
+        let hub = hub();
+        let query = Some("backend=127.0.0.1:9&round=1");
+        let known = |a: SocketAddr| a.port() == 9;
+        let none = http::HeaderMap::new();
+        let get = &http::Method::GET;
+
+        assert!(hub.accept(loopback(), get, &none, query, known).is_some());
+        let mapped_v6 = Some("::ffff:127.0.0.1".parse().expect("valid"));
+        assert!(hub.accept(mapped_v6, get, &none, query, known).is_some());
+        let v6 = Some("::1".parse().expect("valid"));
+        assert!(hub.accept(v6, get, &none, query, known).is_some());
+
+        let remote = Some(IpAddr::from([192, 0, 2, 7]));
+        assert_eq!(hub.accept(remote, get, &none, query, known), None);
+        assert_eq!(hub.accept(None, get, &none, query, known), None);
+        let other = Some("backend=127.0.0.1:10&round=1");
+        assert_eq!(hub.accept(loopback(), get, &none, other, known), None);
+        let post = &http::Method::POST;
+        assert_eq!(hub.accept(loopback(), post, &none, query, known), None);
+        let mut body = http::HeaderMap::new();
+        body.insert("content-length", http::HeaderValue::from_static("5"));
+        assert_eq!(hub.accept(loopback(), get, &body, query, known), None);
+        let mut chunked = http::HeaderMap::new();
+        chunked.insert(
+            "transfer-encoding",
+            http::HeaderValue::from_static("chunked"),
+        );
+        assert_eq!(hub.accept(loopback(), get, &chunked, query, known), None);
+        let mut zero = http::HeaderMap::new();
+        zero.insert("content-length", http::HeaderValue::from_static("0"));
+        assert!(hub.accept(loopback(), get, &zero, query, known).is_some());
+    }
+
+    #[test]
+    fn a_specific_listen_address_is_accepted_as_the_warmers_peer() {
+        let listen: SocketAddr = "192.0.2.7:8080".parse().expect("valid");
+        let hub = hub().with_listen_address(listen);
+        let query = Some("backend=127.0.0.1:9&round=1");
+        let none = http::HeaderMap::new();
+        let get = &http::Method::GET;
+
+        let own = Some(listen.ip());
+        assert!(hub.accept(own, get, &none, query, |_| true).is_some());
+        let neighbour = Some(IpAddr::from([192, 0, 2, 8]));
+        assert_eq!(hub.accept(neighbour, get, &none, query, |_| true), None);
+        let any = self::hub().with_listen_address("0.0.0.0:8080".parse().expect("valid"));
+        assert_eq!(any.own_ip, None, "an unspecified listen adds nothing");
     }
 
     #[tokio::test]
