@@ -93,6 +93,12 @@ headroom=$(RUST_LOG=warn measure headroom $((BASE_PORT + 2)) "$BIN_DIR/headroom"
   --admin "127.0.0.1:$((BASE_PORT + 3))" --upstream "127.0.0.1:$backend")
 
 echo
+echo "Headroom's top functions by inclusive instructions (per request):"
+read -r _ requests _ dump <<<"$headroom"
+callgrind_annotate --inclusive=yes --threshold=100 "$dump" 2>/dev/null \
+  | grep -E 'headroom|pingora_proxy::proxy_h1|::request_filter|::logging|::response_filter|upstream_' \
+  | head -40 | awk -v n="$requests" '{gsub(",","",$1); printf "%10.0f  %s\n", $1/n, substr($0, index($0,$2))}'
+echo
 printf '%-10s %10s %16s %14s %8s\n' target requests instructions "instr/request" ratio
 base=""
 for row in "$pingora" "$headroom"; do
@@ -103,11 +109,5 @@ for row in "$pingora" "$headroom"; do
     "$(echo "$per / $base" | bc -l)"
 done
 
-echo
-echo "Headroom's top functions by inclusive instructions (per request):"
-read -r _ requests _ dump <<<"$headroom"
-callgrind_annotate --inclusive=yes --threshold=100 "$dump" 2>/dev/null \
-  | grep -E 'headroom|pingora_proxy::proxy_h1|::request_filter|::logging|::response_filter|upstream_' \
-  | head -40 | awk -v n="$requests" '{gsub(",","",$1); printf "%10.0f  %s\n", $1/n, substr($0, index($0,$2))}'
 echo
 echo "raw dumps and logs: $OUT"

@@ -128,11 +128,18 @@ if warm and cold and all("ramp" in r for r in warm + cold):
     for t in tiers:
         def ramp(reports, key):
             return med([r["ramp"]["tiers"].get(t, {}).get(key) for r in reports])
-        shed = lambda reports: med([r["ramp"]["tiers"].get(t, {}).get("shed", 0) +
-                                    r["ramp"]["tiers"].get(t, {}).get("app_rejected", 0)
+        shed = lambda reports: med([r["ramp"]["tiers"].get(t, {}).get("shed_503", 0) +
+                                    r["ramp"]["tiers"].get(t, {}).get("app_503", 0)
                                     for r in reports])
         print(f"| {t} | {ramp(warm, 'p50_ms'):.1f} / {ramp(cold, 'p50_ms'):.1f} | "
               f"{ramp(warm, 'p99_ms'):.1f} / {ramp(cold, 'p99_ms'):.1f} | "
               f"{shed(warm):.0f} / {shed(cold):.0f} |")
+if warm and cold and all("ramp" in r for r in warm + cold):
+    w = warm[0]["ramp"]
+    print(f"\nramp at {w['at_s']:.0f} s to {w['load']}x capacity (x{w['factor']:.1f}); "
+          f"warmer target before the step: {med([r['ramp']['warming_target_before'] for r in warm]):.0f} "
+          f"connections on / {med([r['ramp']['warming_target_before'] for r in cold]):.0f} off, "
+          f"opened before it: {med([r['ramp']['warming_opened_before'] for r in warm]):.0f} / "
+          f"{med([r['ramp']['warming_opened_before'] for r in cold]):.0f}")
 print(f"\nraw reports: {out}")
 PY

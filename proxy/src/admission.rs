@@ -276,9 +276,18 @@ impl AdmissionGate {
             })
             .unwrap_or(us);
         // Compared with the floor plus what the proxy's own run queue adds
-        // now, so a CPU-bound proxy does not read its lag as backend queueing.
-        let expected = updated.saturating_add(self.lag.queueing_us()).max(1);
-        let stretch_per_mille = us.saturating_mul(1000) / expected;
+        // now, so a CPU-bound proxy does not read its lag as backend
+        // queueing. When that lag outweighs the backend's whole no-load
+        // latency, the proxy is the bottleneck and a smaller limit would
+        // only queue requests in front of an idle backend: the sample then
+        // counts as no stretch at all.
+        let queueing = self.lag.queueing_us();
+        let expected = updated.saturating_add(queueing).max(1);
+        let stretch_per_mille = if queueing > updated {
+            1000
+        } else {
+            us.saturating_mul(1000) / expected
+        };
         self.limit
             .on_sample(stretch_per_mille, self.in_flight(), now_ms);
     }

@@ -164,7 +164,11 @@ threads: 2
 grace_period: 1s
 upstreams: []
 profiler: {{ forecast_tick: 5s }}
-admission: {{ enabled: {shaping}, adaptive: false, max_concurrency: 24 }}
+# A fixed limit a little above the sample app's 16 workers: the order of
+# service is decided here, by tier, not in the app's first-come queue, and the
+# few extra slots cover the time a request spends in transit. Low tiers wait
+# briefly and are shed fast, so doomed requests do not hold connections.
+admission: {{ enabled: {shaping}, adaptive: false, max_concurrency: 22, max_queue: 256 }}
 health_check: {{ interval: 1s, timeout: 500ms }}
 admin_api: {{ token: "{admin_token}" }}
 identity:
@@ -180,10 +184,10 @@ routes:
   - {{ name: export, prefix: /api/export, cost: 10, kind: batch }}
   - {{ name: static, prefix: /static, cost: 1, kind: interactive }}
 tiers:
-  - {{ name: premium, priority: 100, weight: 8, max_queue_time: 2s, requests_per_second: {premium} }}
-  - {{ name: standard, priority: 50, weight: 4, max_queue_time: 500ms, requests_per_second: {standard} }}
-  - {{ name: free, priority: 10, weight: 1, min_share: 0.05, max_queue_time: 250ms, requests_per_second: {free} }}
-  - {{ name: bots, priority: 1, weight: 1, max_queue_time: 250ms, requests_per_second: {bots} }}
+  - {{ name: premium, priority: 100, weight: 64, max_queue_time: 1s, requests_per_second: {premium} }}
+  - {{ name: standard, priority: 50, weight: 4, max_queue_time: 100ms, requests_per_second: {standard} }}
+  - {{ name: free, priority: 10, weight: 1, min_share: 0.05, max_queue_time: 50ms, requests_per_second: {free} }}
+  - {{ name: bots, priority: 1, weight: 1, max_queue_time: 50ms, requests_per_second: {bots} }}
 rules:
   - {{ when: {{ plan: premium }}, tier: premium }}
   - {{ when: {{ plan: free }}, tier: free }}

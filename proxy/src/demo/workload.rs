@@ -135,8 +135,11 @@ pub const COHORTS: [Cohort; 4] = [
         name: "premium",
         plan: "premium",
         users: 40,
-        share: 0.30,
-        mix: &[(Route::Read, 0.6), (Route::Search, 0.4)],
+        share: 0.25,
+        // Interactive: mostly cheap reads, some searches. About a quarter of
+        // the app's work, so premium alone fits well within capacity even
+        // when the whole population offers twice what the app can do.
+        mix: &[(Route::Read, 0.85), (Route::Search, 0.15)],
         on_mean_s: 30.0,
         off_mean_s: 15.0,
     },
@@ -144,7 +147,7 @@ pub const COHORTS: [Cohort; 4] = [
         name: "standard",
         plan: "standard",
         users: 200,
-        share: 0.50,
+        share: 0.55,
         mix: &[
             (Route::Read, 0.35),
             (Route::Search, 0.10),
