@@ -136,6 +136,18 @@ pub fn run(
         // The tick: every tracked user is forecast, as in the proxy.
         table.evict_idle(now_ms);
         ctx.set_multipliers(&demand_multipliers(&global, &protocol.horizons));
+        // As the proxy's tick: no user above the aggregate's p90 (at least one
+        // request per bucket), once the aggregate has seen a bucket.
+        let seen = !global.history().is_empty();
+        let ceilings: Vec<f64> = protocol
+            .horizons
+            .iter()
+            .map(|&h| match seen {
+                true => global.forecast(h).p90.max(1.0) * 1_000.0 / bucket_ms as f64,
+                false => f64::INFINITY,
+            })
+            .collect();
+        ctx.set_ceilings_rps(&ceilings);
         calibration.begin_tick();
         ctx.set_spread(calibration.quantiles());
         let origin = protocol.is_origin(t);
