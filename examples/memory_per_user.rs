@@ -23,11 +23,11 @@ use std::path::Path;
 use std::time::Instant;
 
 use clap::Parser;
-use headroom::compile::{compile_runtime, IdentitySecret};
+use headroom::compile::{compile_runtime, table_config, IdentitySecret};
 use headroom::metrics::Metrics;
 use headroom::state::UserState;
 use headroom_policies::SourceKind;
-use headroom_profiler::{Clock, SystemClock, TableConfig, UserTable};
+use headroom_profiler::{Clock, SystemClock, UserTable};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -94,14 +94,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &Metrics::new(),
         &IdentitySecret::random().map_err(|e| format!("no randomness: {e}"))?,
     )?;
-    let p = &config.profiler;
-    let table_config = TableConfig {
-        max_users: users,
-        idle_timeout_ms: u64::try_from(p.idle_timeout.as_millis())?,
-        bucket_ms: u64::try_from(p.bucket.as_millis())?,
-        buckets: p.buckets,
-        session_gap_ms: u64::try_from(p.session_gap.as_millis())?,
-    };
+    let table_config = table_config(&config);
 
     let rss_start = rss_bytes()?;
     let table: UserTable<UserState> = UserTable::new(table_config)?;

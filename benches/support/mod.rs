@@ -27,14 +27,14 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use futures::FutureExt;
 use headroom::admission::{AdmissionGate, Permit};
-use headroom::compile::{compile_runtime, IdentitySecret};
+use headroom::compile::{compile_runtime, table_config, IdentitySecret};
 use headroom::forecaster::Decisions;
 use headroom::identity::IdentityError;
 use headroom::insights::InsightsHub;
 use headroom::metrics::{Metrics, Outcome};
 use headroom::state::{Runtime, Shared, UpstreamOptions, UserState};
 use headroom_policies::{DeviceCache, RouteKind, TierId, Verdict};
-use headroom_profiler::{Clock, SystemClock, TableConfig, UserEntry, UserTable};
+use headroom_profiler::{Clock, SystemClock, UserEntry, UserTable};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora::lb::LoadBalancer;
 
@@ -101,15 +101,8 @@ pub fn shared() -> Arc<Shared> {
     let secret = IdentitySecret::random().expect("the OS has randomness");
     let runtime = compile_runtime(&config, Path::new(CONFIG_PATH), &metrics, &secret)
         .unwrap_or_else(|e| panic!("{CONFIG_PATH} does not compile: {e}"));
-    let p = &config.profiler;
-    let users = UserTable::new(TableConfig {
-        max_users: p.max_users,
-        idle_timeout_ms: p.idle_timeout.as_millis() as u64,
-        bucket_ms: p.bucket.as_millis() as u64,
-        buckets: p.buckets,
-        session_gap_ms: p.session_gap.as_millis() as u64,
-    })
-    .expect("the bench config's profiler section is valid");
+    let users = UserTable::new(table_config(&config))
+        .expect("the bench config's profiler section is valid");
     let upstreams = config.upstreams.iter().map(|u| u.address);
     let upstreams = Arc::new(LoadBalancer::try_from_iter(upstreams).expect("static upstream list"));
     let admission = AdmissionGate::new(

@@ -71,6 +71,20 @@ pub fn check_file(path: &Path) -> Result<(), Vec<String>> {
         .map_err(|e| vec![e.to_string()])
 }
 
+/// The user table's settings from the config's `profiler` section (durations
+/// in whole milliseconds), shared by the proxy, the benches and the tests.
+pub fn table_config(config: &headroom_config::Config) -> headroom_profiler::TableConfig {
+    let p = &config.profiler;
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    headroom_profiler::TableConfig {
+        max_users: p.max_users,
+        idle_timeout_ms: ms(p.idle_timeout),
+        bucket_ms: ms(p.bucket),
+        buckets: p.buckets,
+        session_gap_ms: ms(p.session_gap),
+    }
+}
+
 /// Compiles the hot-path form of `config`.
 pub fn compile_runtime(
     config: &Config,

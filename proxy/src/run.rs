@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use headroom_config::Config;
-use headroom_profiler::{SystemClock, TableConfig, UserTable};
+use headroom_profiler::{SystemClock, UserTable};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
@@ -21,7 +21,7 @@ use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
 use crate::admission::AdmissionGate;
-use crate::compile::{compile_runtime, IdentitySecret};
+use crate::compile::{compile_runtime, table_config, IdentitySecret};
 use crate::forecaster::{Decisions, ForecasterService};
 use crate::insights::{InsightsHub, InsightsService};
 use crate::metrics::Metrics;
@@ -276,16 +276,5 @@ fn check_hook(config: &Config, listen: SocketAddr, admin: SocketAddr) -> Result<
             hook.map_or("", |h| h.url.as_str())
         ))),
         None => Ok(()),
-    }
-}
-
-fn table_config(config: &Config) -> TableConfig {
-    let p = &config.profiler;
-    TableConfig {
-        max_users: p.max_users,
-        idle_timeout_ms: p.idle_timeout.as_millis() as u64,
-        bucket_ms: p.bucket.as_millis() as u64,
-        buckets: p.buckets,
-        session_gap_ms: p.session_gap.as_millis() as u64,
     }
 }

@@ -6,13 +6,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use headroom_profiler::{SystemClock, TableConfig, UserTable};
+use headroom_profiler::{SystemClock, UserTable};
 use http::HeaderMap;
 use pingora::lb::LoadBalancer;
 
 use super::InsightsHub;
 use crate::admission::AdmissionGate;
-use crate::compile::{compile_runtime, IdentitySecret};
+use crate::compile::{compile_runtime, table_config, IdentitySecret};
 use crate::metrics::Metrics;
 use crate::state::{Shared, UpstreamOptions};
 
@@ -65,15 +65,7 @@ pub(crate) fn shared_from(yaml: &str) -> Arc<Shared> {
     let runtime =
         compile_runtime(&config, Path::new("test.yaml"), &metrics, &secret).expect("compiles");
     let insights = InsightsHub::new(&config, &runtime.policy).expect("events declare");
-    let p = &config.profiler;
-    let users = UserTable::new(TableConfig {
-        max_users: p.max_users,
-        idle_timeout_ms: p.idle_timeout.as_millis() as u64,
-        bucket_ms: p.bucket.as_millis() as u64,
-        buckets: p.buckets,
-        session_gap_ms: p.session_gap.as_millis() as u64,
-    })
-    .expect("valid table");
+    let users = UserTable::new(table_config(&config)).expect("valid table");
     let upstreams =
         Arc::new(LoadBalancer::try_from_iter(["127.0.0.1:9"]).expect("static upstream"));
     let admission = AdmissionGate::new(
