@@ -137,6 +137,38 @@ impl EchoBackend {
     }
 }
 
+/// Reads one HTTP/1.1 request from `reader`: its request line and headers
+/// (names lowercased, values trimmed, in order); the body, by Content-Length,
+/// is read and dropped. `None` when the peer closed or a read timed out.
+pub fn read_request(reader: &mut impl BufRead) -> Option<(String, Vec<(String, String)>)> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return None;
+    }
+    let mut headers = Vec::new();
+    let mut content_length = 0usize;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap_or(0) == 0 {
+            return None;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_owned());
+            if k == "content-length" {
+                content_length = v.parse().unwrap_or(0);
+            }
+            headers.push((k, v));
+        }
+    }
+    let mut body = vec![0; content_length];
+    reader.read_exact(&mut body).ok()?;
+    Some((line, headers))
+}
+
 fn serve(stream: TcpStream, hits: &AtomicUsize) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let mut writer = match stream.try_clone() {
@@ -145,36 +177,10 @@ fn serve(stream: TcpStream, hits: &AtomicUsize) {
     };
     let mut reader = BufReader::new(stream);
     loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        let Some((line, headers)) = read_request(&mut reader) else {
             return;
-        }
-        let mut body = String::new();
-        let mut content_length = 0usize;
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    content_length = v.trim().parse().unwrap_or(0);
-                }
-                body.push_str(&format!(
-                    "{}: {}\n",
-                    k.trim().to_ascii_lowercase(),
-                    v.trim()
-                ));
-            }
-        }
-        let mut discard = vec![0; content_length];
-        if reader.read_exact(&mut discard).is_err() {
-            return;
-        }
+        };
+        let body: String = headers.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
         hits.fetch_add(1, Ordering::SeqCst);
         // `/bytes/N` answers N bytes instead of the header echo.
         if let Some(n) = line

@@ -1,14 +1,14 @@
 //! Pool warming and per-tier upstream pools, against real backends that
 //! count the TCP connections they accept.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::common::{free_addr, get, EchoBackend, Proxy};
+use crate::common::{free_addr, get, read_request, EchoBackend, Proxy};
 
 /// A keep-alive HTTP/1.1 backend that counts accepted connections and
 /// requests, and closes a connection idle for longer than `idle_close`.
@@ -53,30 +53,10 @@ fn serve(stream: TcpStream, idle_close: Duration, requests: &AtomicUsize) {
     };
     let mut reader = BufReader::new(stream);
     loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return; // closed by the peer, or idle too long: close
-        }
-        let mut content_length = 0usize;
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    content_length = v.trim().parse().unwrap_or(0);
-                }
-            }
-        }
-        let mut body = vec![0; content_length];
-        if reader.read_exact(&mut body).is_err() {
+        // Closed by the peer, or idle too long: close.
+        let Some((line, _)) = read_request(&mut reader) else {
             return;
-        }
+        };
         requests.fetch_add(1, Ordering::SeqCst);
         if line.starts_with("GET /slow") {
             thread::sleep(Duration::from_millis(20));
