@@ -10,9 +10,9 @@
 #   - through nginx as a reverse proxy with a per-key limit_req zone set too
 #     high to limit,
 # each proxy with 1 and with 2 worker threads. Per target, all from one run:
-#   A. k6 constant arrival rate at half the backend's measured capacity:
-#      p50 and p99 latency, and the proxy's CPU time per request (from
-#      /proc/PID/stat utime+stime over the phase);
+#   A. k6 constant arrival rate (see RATE): p50 and p99 latency, and the
+#      proxy's CPU time per request (from /proc/PID/stat utime+stime over the
+#      phase);
 #   B. k6 closed loop of 64 VUs: the most requests per second;
 #   C. wrk, 1 thread and 64 connections: requests per second again, from a
 #      load generator that needs far less CPU than k6.
@@ -31,7 +31,11 @@
 #   PHASE_SECS     length of phases A and B  (15)
 #   WRK_SECS       length of phase C         (10)
 #   WARM_SECS      warm-up before phase A    (3)
-#   RATE           phase A rate (req/s)      (half of the direct closed-loop rate)
+#   RATE           phase A rate (req/s)      (the lower of half the direct closed-loop
+#                  rate and 1/8 of bare pingora's wrk max, both measured first: where
+#                  k6 shares the cores with the proxy, half the backend's rate is more
+#                  than k6 itself can send, and it drops requests instead of
+#                  measuring latency)
 #   VUS            phase B VUs, C conns      (64)
 #   USERS          distinct api keys         (1000)
 #   BACKEND_THREADS backend tokio workers    (1)
@@ -53,6 +57,7 @@ PHASE_SECS=${PHASE_SECS:-15}
 WRK_SECS=${WRK_SECS:-10}
 WARM_SECS=${WARM_SECS:-3}
 RATE=${RATE:-}
+RATE_RULE=""
 VUS=${VUS:-64}
 USERS=${USERS:-1000}
 BACKEND_THREADS=${BACKEND_THREADS:-1}
@@ -316,7 +321,7 @@ machine_header() {
   fi
   echo "headroom: $rev"
   echo "versions: $(rustc --version | cut -d' ' -f1-2), pingora $pingora, $(k6 version | cut -d' ' -f1-2), $("$(nginx_bin)" -v 2>&1 | cut -d' ' -f3), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
-  echo "load: phases of ${PHASE_SECS}s (wrk ${WRK_SECS}s) after ${WARM_SECS}s warm-up; $USERS users; rate $RATE req/s; $VUS VUs; backend $BACKEND_THREADS thread(s)"
+  echo "load: phases of ${PHASE_SECS}s (wrk ${WRK_SECS}s) after ${WARM_SECS}s warm-up; $USERS users; rate $RATE req/s${RATE_RULE:+ (}${RATE_RULE}${RATE_RULE:+)}; $VUS VUs; backend $BACKEND_THREADS thread(s)"
 }
 
 main() {
@@ -338,9 +343,18 @@ main() {
   if [[ -z $RATE ]]; then
     log "measuring the backend's capacity (closed loop, $VUS VUs, ${PHASE_SECS}s)"
     run_k6 closed_loop.js "$OUT/capacity.json" -e "VUS=$VUS" -e "DURATION=${PHASE_SECS}s" >/dev/null
-    RATE=$(python3 -c "import sys; print(int(float(sys.argv[1]) / 2))" \
-      "$(k6_field "$OUT/capacity.json" http_reqs.rate)")
-    log "direct capacity $(k6_field "$OUT/capacity.json" http_reqs.rate) req/s; phase A rate $RATE req/s"
+    local direct pingora_max
+    direct=$(k6_field "$OUT/capacity.json" http_reqs.rate)
+    log "measuring bare pingora's max (wrk, 1 thread, ${WRK_SECS}s)"
+    start_target pingora:1 rate-probe
+    USERS=$USERS wrk -t1 -c"$VUS" -d"${WRK_SECS}s" -s "$ROOT/benches/wrk/api_keys.lua" "$URL" \
+      >"$OUT/rate-probe/wrk.log" 2>&1 || true
+    stop "$TARGET_PID"
+    pingora_max=$(awk '/Requests\/sec/ { print $2 }' "$OUT/rate-probe/wrk.log")
+    RATE=$(python3 -c "import sys; print(int(min(float(sys.argv[1]) / 2, float(sys.argv[2] or 0) / 8 or 1e12)))" \
+      "$direct" "${pingora_max:-0}")
+    RATE_RULE="min(direct $direct / 2, pingora wrk max ${pingora_max:-?} / 8)"
+    log "phase A rate $RATE req/s = $RATE_RULE"
   fi
 
   : >"$RESULTS"

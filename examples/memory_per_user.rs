@@ -27,7 +27,7 @@ use headroom::compile::{compile_runtime, table_config, IdentitySecret};
 use headroom::metrics::Metrics;
 use headroom::state::UserState;
 use headroom_policies::SourceKind;
-use headroom_profiler::{Clock, SystemClock, UserTable};
+use headroom_profiler::{Clock, SystemClock, TableConfig, UserTable};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -94,7 +94,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &Metrics::new(),
         &IdentitySecret::random().map_err(|e| format!("no randomness: {e}"))?,
     )?;
-    let table_config = table_config(&config);
+    // Nothing may be evicted: the table holds every inserted user.
+    let table_config = TableConfig {
+        max_users: users,
+        ..table_config(&config)
+    };
 
     let rss_start = rss_bytes()?;
     let table: UserTable<UserState> = UserTable::new(table_config)?;

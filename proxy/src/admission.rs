@@ -265,16 +265,20 @@ impl AdmissionGate {
         let Some(floor) = self.route_floor_us.get(usize::from(route)) else {
             return;
         };
-        let updated = floor
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
-                Some(match old {
-                    0 => us,
-                    // Fall fast (a quarter of the gap), rise slowly (1/4096).
-                    _ if us < old => old - (old - us) / 4,
-                    _ => old + (us - old) / 4096,
-                })
-            })
-            .unwrap_or(us);
+        // Written only when it moves (most samples leave it where it is), so
+        // worker threads do not take the cache line from each other for nothing.
+        let next = |old: u64| match old {
+            0 => us,
+            // Fall fast (a quarter of the gap), rise slowly (1/4096).
+            _ if us < old => old - (old - us) / 4,
+            _ => old + (us - old) / 4096,
+        };
+        let updated = match floor.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+            Some(next(old)).filter(|&n| n != old)
+        }) {
+            Ok(old) => next(old),
+            Err(unchanged) => unchanged,
+        };
         // Compared with the floor plus what the proxy's own run queue adds
         // now, so a CPU-bound proxy does not read its lag as backend
         // queueing. When that lag outweighs the backend's whole no-load

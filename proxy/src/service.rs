@@ -360,8 +360,10 @@ impl ProxyHttp for HeadroomProxy {
         _digest: Option<&pingora::protocols::Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(warm) = ctx.warm {
-            self.shared.warm.connected(warm, reused).await;
+        match ctx.warm {
+            Some(warm) => self.shared.warm.connected(warm, reused).await,
+            None if !reused => self.shared.warm.metrics.request_opened.inc(),
+            None => {}
         }
         Ok(())
     }

@@ -134,9 +134,28 @@ fn warm_connections_are_opened_before_traffic_in_the_proxys_own_pool() {
     let warm_opened = proxy.metric(opened).unwrap_or(0.0) - opened_before;
     let user_opened = backend.accepts() as f64 - accepts_before as f64 - warm_opened;
     assert_eq!(user_opened, 0.0, "user requests reused warmed connections");
+    let request_opened = "headroom_request_connections_opened_total";
+    assert_eq!(proxy.metric(request_opened), Some(0.0));
+
+    // Twelve at once outgrow the four: the proxy counts each connection a
+    // user request had to open, as the backend saw them.
+    let (accepts_before, opened_before) = (backend.accepts(), proxy.metric(opened).unwrap_or(0.0));
+    let users: Vec<_> = (0..12)
+        .map(|_| thread::spawn(move || get(listen, "/slow", &[]).status))
+        .collect();
+    for u in users {
+        assert_eq!(u.join().expect("user thread"), 200);
+    }
+    let warm_opened = proxy.metric(opened).unwrap_or(0.0) - opened_before;
+    let user_opened = backend.accepts() as f64 - accepts_before as f64 - warm_opened;
+    assert!(
+        user_opened >= 1.0,
+        "twelve concurrent requests need more than four connections"
+    );
+    assert_eq!(proxy.metric(request_opened), Some(user_opened));
     assert_eq!(
         proxy.metric("headroom_requests_total{outcome=\"admitted\",tier=\"standard\"}"),
-        Some(4.0),
+        Some(16.0),
         "warm-up requests are never counted as user traffic"
     );
 }

@@ -35,7 +35,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
@@ -44,8 +44,9 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use super::body::{payload, PacedBody};
@@ -62,7 +63,7 @@ pub const DEFAULT_CONNECT_COST: Duration = Duration::from_millis(5);
 const MAX_TIER_NAMES: usize = 32;
 
 /// The response body type: a whole payload, or a paced export stream.
-type AppBody = Either<Full<Bytes>, PacedBody>;
+type AppBody = Either<Full<Bytes>, PacedBody<Slot>>;
 
 /// Configuration of the sample application.
 #[derive(Debug, Clone)]
@@ -111,10 +112,45 @@ pub struct AppStats {
     pub connections: u64,
     /// Most requests seen waiting for a slot at once.
     pub peak_waiting: u64,
+    /// Worker slots released so far (requests that held one).
+    pub slots_released: u64,
+    /// Total time those slots were held, in microseconds: service time, the
+    /// timer's lateness on a busy machine, and export streaming.
+    pub slot_busy_us: u64,
     /// Requests per `x-headroom-tier` value received (`none` when absent).
     pub by_tier: BTreeMap<String, u64>,
     /// Requests per endpoint class (`read`, `search`, ...).
     pub by_route: BTreeMap<&'static str, u64>,
+}
+
+/// How the app's worker slots were used between two [`AppStats`] snapshots.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct SlotUse {
+    /// Share of the slots' time that was held by requests (0..=1 up to
+    /// requests that straddle the snapshots).
+    pub utilisation: f64,
+    /// Mean time a request held its slot, ms, as measured: on a busy
+    /// machine the service sleeps wake late and this exceeds the model.
+    pub mean_slot_ms: f64,
+    /// `workers / mean_slot_ms`: the requests per second the app can serve
+    /// at the slot times it really delivered (NaN with no slot released).
+    pub capacity_measured_rps: f64,
+}
+
+impl AppStats {
+    /// The slot use between `earlier` and `self`, taken `span` apart, for an
+    /// app with `workers` slots.
+    pub fn slot_use_since(&self, earlier: &Self, workers: usize, span: Duration) -> SlotUse {
+        let busy_s = self.slot_busy_us.saturating_sub(earlier.slot_busy_us) as f64 / 1e6;
+        let released = self.slots_released.saturating_sub(earlier.slots_released) as f64;
+        let workers = workers.max(1) as f64;
+        let mean_slot_s = busy_s / released;
+        SlotUse {
+            utilisation: busy_s / (workers * span.as_secs_f64()),
+            mean_slot_ms: mean_slot_s * 1e3,
+            capacity_measured_rps: workers / mean_slot_s,
+        }
+    }
 }
 
 /// State shared by every connection of one app.
@@ -128,6 +164,8 @@ struct Shared {
     rejected: AtomicU64,
     connections: AtomicU64,
     peak_waiting: AtomicUsize,
+    slots_released: AtomicU64,
+    slot_busy_us: AtomicU64,
     by_route: [AtomicU64; Route::ALL.len()],
     by_tier: Mutex<BTreeMap<String, u64>>,
 }
@@ -163,6 +201,8 @@ impl SampleApp {
             rejected: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             peak_waiting: AtomicUsize::new(0),
+            slots_released: AtomicU64::new(0),
+            slot_busy_us: AtomicU64::new(0),
             by_route: Default::default(),
             by_tier: Mutex::new(BTreeMap::new()),
         });
@@ -216,6 +256,11 @@ impl SampleAppHandle {
             .capacity_rps_for(self.shared.config.workers, mix)
     }
 
+    /// Connections accepted so far (one load, unlike [`Self::stats`]).
+    pub fn connections(&self) -> u64 {
+        self.shared.connections.load(Ordering::Relaxed)
+    }
+
     /// A snapshot of the counters.
     pub fn stats(&self) -> AppStats {
         let s = &self.shared;
@@ -231,6 +276,8 @@ impl SampleAppHandle {
             rejected: s.rejected.load(Ordering::Relaxed),
             connections: s.connections.load(Ordering::Relaxed),
             peak_waiting: s.peak_waiting.load(Ordering::Relaxed) as u64,
+            slots_released: s.slots_released.load(Ordering::Relaxed),
+            slot_busy_us: s.slot_busy_us.load(Ordering::Relaxed),
             by_tier,
             by_route,
         }
@@ -330,7 +377,7 @@ async fn handle(
     count_tier(&shared, request.headers().get("x-headroom-tier"));
 
     // Take a slot, or join the bounded queue for one.
-    let Some(permit) = acquire_slot(&shared).await else {
+    let Some(slot) = acquire_slot(&shared).await else {
         shared.rejected.fetch_add(1, Ordering::Relaxed);
         let mut response = full_response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -351,14 +398,14 @@ async fn handle(
     let path = request.uri().path();
     if route == Route::Export {
         let total = costs.export_bytes(draw >> 32);
-        let body = PacedBody::new(total, costs.export_bytes_per_sec, permit);
+        let body = PacedBody::new(total, costs.export_bytes_per_sec, slot);
         let mut response = Response::new(Either::Right(body));
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv"));
         return Ok(response);
     }
-    drop(permit);
+    drop(slot);
     let size = costs.body_bytes(route, path);
     Ok(full_response(
         StatusCode::OK,
@@ -367,10 +414,32 @@ async fn handle(
     ))
 }
 
-/// A slot permit, after waiting in the queue if needed; `None` when the queue is full.
-async fn acquire_slot(shared: &Shared) -> Option<tokio::sync::OwnedSemaphorePermit> {
+/// A worker slot held by one request. Dropping it frees the slot and adds
+/// the time it was held to the app's counters, from which the demo measures
+/// the capacity the app really delivers on this machine.
+pub(crate) struct Slot {
+    _permit: OwnedSemaphorePermit,
+    since: Instant,
+    shared: Arc<Shared>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let held = u64::try_from(self.since.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.shared.slot_busy_us.fetch_add(held, Ordering::Relaxed);
+        self.shared.slots_released.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A worker slot, after waiting in the queue if needed; `None` when the queue is full.
+async fn acquire_slot(shared: &Arc<Shared>) -> Option<Slot> {
+    let slot = |permit| Slot {
+        _permit: permit,
+        since: Instant::now(),
+        shared: Arc::clone(shared),
+    };
     if let Ok(permit) = Arc::clone(&shared.slots).try_acquire_owned() {
-        return Some(permit);
+        return Some(slot(permit));
     }
     let waiting = shared.waiting.fetch_add(1, Ordering::AcqRel) + 1;
     if shared
@@ -385,7 +454,7 @@ async fn acquire_slot(shared: &Shared) -> Option<tokio::sync::OwnedSemaphorePerm
     let permit = Arc::clone(&shared.slots).acquire_owned().await;
     shared.waiting.fetch_sub(1, Ordering::AcqRel);
     // The semaphore is never closed while the app runs.
-    permit.ok()
+    permit.ok().map(slot)
 }
 
 /// Counts one request under its tier header value, bounding the distinct names.

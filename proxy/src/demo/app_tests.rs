@@ -78,7 +78,39 @@ async fn requests_wait_for_a_slot_so_latency_rises_under_overload() {
     assert_eq!(stats.served, 10);
     assert_eq!(stats.rejected, 0);
     assert!(stats.peak_waiting >= 6, "{stats:?}");
+    // Every request held a slot for at least its 50 ms.
+    assert_eq!(stats.slots_released, 10);
+    assert!(stats.slot_busy_us >= 10 * 50_000, "{stats:?}");
     app.shutdown().await;
+}
+
+#[test]
+fn slot_use_is_measured_between_snapshots() {
+    let earlier = AppStats {
+        slots_released: 100,
+        slot_busy_us: 1_000_000,
+        ..AppStats::default()
+    };
+    // 400 more requests held their slots 4 s in all (10 ms each), over 1 s
+    // of a 16-slot app: a quarter busy, capacity 16 / 10 ms.
+    let later = AppStats {
+        slots_released: 500,
+        slot_busy_us: 5_000_000,
+        ..AppStats::default()
+    };
+    let used = later.slot_use_since(&earlier, 16, Duration::from_secs(1));
+    assert!((used.utilisation - 0.25).abs() < 1e-9, "{used:?}");
+    assert!((used.mean_slot_ms - 10.0).abs() < 1e-9, "{used:?}");
+    assert!(
+        (used.capacity_measured_rps - 1_600.0).abs() < 1e-6,
+        "{used:?}"
+    );
+    let idle = earlier.slot_use_since(&earlier, 16, Duration::from_secs(1));
+    assert_eq!(idle.utilisation, 0.0);
+    assert!(
+        idle.capacity_measured_rps.is_nan(),
+        "no slot released: unknown"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

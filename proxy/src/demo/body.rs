@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 
 /// Size of the shared filler buffer and of each streamed chunk.
@@ -52,23 +51,24 @@ pub(crate) fn payload(len: usize) -> Bytes {
 }
 
 /// A body of `total` bytes sent in 64 KiB chunks at `bytes_per_sec`, holding a
-/// worker slot until the last chunk is handed to the connection.
+/// worker slot (`S`, released by dropping it) until the last chunk is handed
+/// to the connection.
 ///
 /// Pacing is by deadline (chunk *n* is due at `start + n * chunk / rate`), so
 /// timer granularity (about 1 ms in tokio) does not accumulate into drift.
 /// A zero rate is treated as unpaced.
-pub(crate) struct PacedBody {
+pub(crate) struct PacedBody<S> {
     remaining: u64,
     sent: u64,
     bytes_per_sec: u64,
     started: Instant,
     sleep: Pin<Box<Sleep>>,
-    permit: Option<OwnedSemaphorePermit>,
+    slot: Option<S>,
 }
 
-impl PacedBody {
-    /// A paced body that releases `permit` when it ends or is dropped.
-    pub(crate) fn new(total: u64, bytes_per_sec: u64, permit: OwnedSemaphorePermit) -> Self {
+impl<S: Unpin> PacedBody<S> {
+    /// A paced body that releases `slot` when it ends or is dropped.
+    pub(crate) fn new(total: u64, bytes_per_sec: u64, slot: S) -> Self {
         let started = Instant::now();
         Self {
             remaining: total,
@@ -76,7 +76,7 @@ impl PacedBody {
             bytes_per_sec,
             started,
             sleep: Box::pin(tokio::time::sleep_until(started)),
-            permit: Some(permit),
+            slot: Some(slot),
         }
     }
 
@@ -90,7 +90,7 @@ impl PacedBody {
     }
 }
 
-impl Body for PacedBody {
+impl<S: Unpin> Body for PacedBody<S> {
     type Data = Bytes;
     type Error = Infallible;
 
@@ -101,7 +101,7 @@ impl Body for PacedBody {
         if self.remaining == 0 {
             // The last chunk has been handed over: free the worker slot now,
             // not when hyper gets round to dropping the body.
-            self.permit = None;
+            self.slot = None;
             return Poll::Ready(None);
         }
         if self.sleep.as_mut().poll(cx).is_pending() {
@@ -130,7 +130,7 @@ mod tests {
     use std::sync::Arc;
 
     use http_body_util::BodyExt;
-    use tokio::sync::Semaphore;
+    use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
     use super::*;
 
@@ -148,7 +148,8 @@ mod tests {
             .try_acquire_owned()
             .expect("one free slot");
         // 256 KiB at 8 MiB/s: four chunks due at 0, 7.8, 15.6 and 23.4 ms.
-        let body = PacedBody::new(256 * 1024, 8 * 1024 * 1024, permit);
+        let body: PacedBody<OwnedSemaphorePermit> =
+            PacedBody::new(256 * 1024, 8 * 1024 * 1024, permit);
         assert_eq!(body.size_hint().exact(), Some(256 * 1024));
         let started = std::time::Instant::now();
         let collected = body.collect().await.expect("infallible").to_bytes();

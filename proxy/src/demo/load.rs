@@ -25,7 +25,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::app::SampleAppHandle;
+use super::app::{SampleAppHandle, SlotUse};
 use super::ramp::{Ramp, RampError, Warped, RAMP_WINDOW};
 use super::recorder::{millis_since, Recorder};
 use super::report::LoadReport;
@@ -145,30 +145,34 @@ pub async fn run_load(
             live: true,
             window: None,
         };
-        let mut report = match opts.ramp {
-            None => {
-                run.execute(source, opts.load, opts.shaping, opts.warming, |_| 1.0)
-                    .await
-            }
-            Some(ramp) => {
-                let checked =
-                    Ramp::check(ramp.at.as_secs_f64(), ramp.load, opts.load, opts.duration)?;
-                let factor = checked.factor(opts.load);
-                let source = Warped::new(source, checked.at, factor);
-                let window = (checked.at, (checked.at + RAMP_WINDOW).min(opts.duration));
-                let mut report = run
-                    .with_window(window)
+        let load = async {
+            match opts.ramp {
+                None => Ok(run
                     .execute(source, opts.load, opts.shaping, opts.warming, |_| 1.0)
-                    .await;
-                if let Some(out) = report.ramp.as_mut() {
-                    out.at_s = checked.at.as_secs_f64();
-                    out.load = checked.load;
-                    out.factor = factor;
+                    .await),
+                Some(ramp) => {
+                    let checked =
+                        Ramp::check(ramp.at.as_secs_f64(), ramp.load, opts.load, opts.duration)?;
+                    let factor = checked.factor(opts.load);
+                    let source = Warped::new(source, checked.at, factor);
+                    let window = (checked.at, (checked.at + RAMP_WINDOW).min(opts.duration));
+                    let mut report = run
+                        .with_window(window)
+                        .execute(source, opts.load, opts.shaping, opts.warming, |_| 1.0)
+                        .await;
+                    if let Some(out) = report.ramp.as_mut() {
+                        out.at_s = checked.at.as_secs_f64();
+                        out.load = checked.load;
+                        out.factor = factor;
+                    }
+                    Ok::<_, LoadError>(report)
                 }
-                report
             }
         };
+        let (report, slots) = with_slot_use(app, load).await;
+        let mut report = report?;
         report.capacity_rps = Some(capacity);
+        report.app = Some(slots);
         return Ok(report);
     };
     if opts.ramp.is_some() {
@@ -189,11 +193,27 @@ pub async fn run_load(
         window: None,
     };
     let offered = |sent_rps: f64| sent_rps / capacity;
-    let mut report = run
-        .execute(source, 0.0, opts.shaping, opts.warming, offered)
-        .await;
+    let (mut report, slots) = with_slot_use(
+        app,
+        run.execute(source, 0.0, opts.shaping, opts.warming, offered),
+    )
+    .await;
     report.capacity_rps = Some(capacity);
+    report.app = Some(slots);
     Ok(report)
+}
+
+/// Runs `load` and measures how `app`'s worker slots were used meanwhile.
+async fn with_slot_use<T>(
+    app: &SampleAppHandle,
+    load: impl std::future::Future<Output = T>,
+) -> (T, SlotUse) {
+    let (before, started) = (app.stats(), std::time::Instant::now());
+    let out = load.await;
+    let used = app
+        .stats()
+        .slot_use_since(&before, app.config().workers, started.elapsed());
+    (out, used)
 }
 
 /// Replays the trace at `trace` against `target` at `speed` (positive), for

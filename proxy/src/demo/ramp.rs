@@ -35,6 +35,11 @@ use super::workload::{Planned, Source};
 /// The part of the run after the step that the report looks at.
 pub const RAMP_WINDOW: Duration = Duration::from_secs(2);
 
+/// How many of the first requests sent after the step are reported apart:
+/// those that meet the pool as the step finds it, before a cold pool has
+/// caught up (at 1.2x the demo app's capacity, about 40 ms of arrivals).
+pub const FIRST_REQUESTS: usize = 100;
+
 /// How long past the run's end the declared event lasts, so that forecasts
 /// issued near the end still see it (the step does not end with the run).
 const EVENT_TAIL: Duration = Duration::from_secs(300);
@@ -187,9 +192,20 @@ pub async fn declare_event(
     }
 }
 
-/// The warmer's gauges read from the proxy's `/metrics`: the target summed
-/// over pools, and connections opened so far.
-pub async fn warming_metrics(admin: SocketAddr) -> Result<(u64, u64), String> {
+/// Connection figures read from the proxy's `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WarmingReading {
+    /// The warmer's target connections, summed over pools.
+    pub target: u64,
+    /// Connections the warmer has opened so far.
+    pub opened: u64,
+    /// Client requests so far that had to open a new upstream connection.
+    pub request_opened: u64,
+}
+
+/// The warmer's gauges and the request-path connection count, read from the
+/// proxy's `/metrics`.
+pub async fn warming_metrics(admin: SocketAddr) -> Result<WarmingReading, String> {
     let request = Request::get(format!("http://{admin}/metrics"))
         .body(Full::new(Bytes::new()))
         .map_err(|e| format!("cannot build the metrics request: {e}"))?;
@@ -201,10 +217,11 @@ pub async fn warming_metrics(admin: SocketAddr) -> Result<(u64, u64), String> {
 }
 
 /// Sums `headroom_warming_target_connections` (every pool) and reads
-/// `headroom_warming_connections_opened_total` from Prometheus text;
+/// `headroom_warming_connections_opened_total` and
+/// `headroom_request_connections_opened_total` from Prometheus text;
 /// missing or unparsable samples count as 0.
-pub(crate) fn parse_warming(text: &str) -> (u64, u64) {
-    let (mut target, mut opened) = (0u64, 0u64);
+pub(crate) fn parse_warming(text: &str) -> WarmingReading {
+    let mut reading = WarmingReading::default();
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let Some((name, value)) = line.rsplit_once(' ') else {
             continue;
@@ -212,12 +229,13 @@ pub(crate) fn parse_warming(text: &str) -> (u64, u64) {
         let value = value.trim().parse::<f64>().unwrap_or(0.0).max(0.0) as u64;
         let metric = name.split('{').next().unwrap_or("");
         match metric {
-            "headroom_warming_target_connections" => target += value,
-            "headroom_warming_connections_opened_total" => opened += value,
+            "headroom_warming_target_connections" => reading.target += value,
+            "headroom_warming_connections_opened_total" => reading.opened += value,
+            "headroom_request_connections_opened_total" => reading.request_opened += value,
             _ => {}
         }
     }
-    (target, opened)
+    reading
 }
 
 /// One request to the admin listener: its status and body as text.
@@ -303,8 +321,65 @@ pub struct RampReport {
     /// Connections the warmer opened between the first reading and the last
     /// one before the step.
     pub warming_opened_before: Option<u64>,
+    /// Client requests that waited for a new upstream connection (none was
+    /// idle in the pool) from just before the step to the end of the window,
+    /// each paying the app's connection cost: what warming avoids; `null`
+    /// when not measured.
+    pub request_connections_in_window: Option<u64>,
+    /// Connections the sample app accepted in the same span, the warmer's
+    /// included; `null` when not measured.
+    pub app_connections_in_window: Option<u64>,
+    /// The first [`FIRST_REQUESTS`] requests sent after the step (all tiers)
+    /// that the app served.
+    pub first: FirstRequests,
     /// Per tier name, the requests sent in the window.
     pub tiers: BTreeMap<String, RampTierReport>,
+}
+
+/// Latency of the first requests sent after the step, ms (NaN, JSON `null`,
+/// when none were served).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct FirstRequests {
+    /// How many were served (at most [`FIRST_REQUESTS`]).
+    pub count: usize,
+    /// Mean latency.
+    pub mean_ms: f64,
+    /// Median latency.
+    pub p50_ms: f64,
+    /// 90th percentile (nearest rank).
+    pub p90_ms: f64,
+    /// Slowest.
+    pub max_ms: f64,
+}
+
+impl FirstRequests {
+    /// The figures of the `n` earliest-sent of `served` (send time, latency
+    /// in µs), in any order.
+    fn of(served: &[(Duration, u64)], n: usize) -> Self {
+        let mut by_send = served.to_vec();
+        by_send.sort_unstable();
+        let mut micros: Vec<u64> = by_send.iter().take(n).map(|&(_, us)| us).collect();
+        micros.sort_unstable();
+        let Some(&max) = micros.last() else {
+            return Self {
+                count: 0,
+                mean_ms: f64::NAN,
+                p50_ms: f64::NAN,
+                p90_ms: f64::NAN,
+                max_ms: f64::NAN,
+            };
+        };
+        let rank =
+            |q: f64| micros[((q * micros.len() as f64).ceil() as usize).clamp(1, micros.len()) - 1];
+        let ms = |us: u64| us as f64 / 1_000.0;
+        Self {
+            count: micros.len(),
+            mean_ms: micros.iter().sum::<u64>() as f64 / micros.len() as f64 / 1_000.0,
+            p50_ms: ms(rank(0.5)),
+            p90_ms: ms(rank(0.9)),
+            max_ms: ms(max),
+        }
+    }
 }
 
 /// Accumulates the outcomes of requests sent in `[from, until)`, by the
@@ -313,6 +388,8 @@ pub(crate) struct RampAcc {
     from: Duration,
     until: Duration,
     tiers: Vec<(RampTierReport, Histogram<u64>)>,
+    /// Send time and latency (µs) of every served request in the window.
+    served: Vec<(Duration, u64)>,
 }
 
 impl RampAcc {
@@ -322,16 +399,21 @@ impl RampAcc {
             from,
             until,
             tiers: Vec::new(),
+            served: Vec::new(),
         }
     }
 
     /// Whether a request sent at `sent` (from the start) is in the window.
-    pub(crate) fn covers(&self, sent: Duration) -> bool {
+    fn covers(&self, sent: Duration) -> bool {
         sent >= self.from && sent < self.until
     }
 
-    /// Records one outcome for the tier at `tier` (the recorder's index).
-    pub(crate) fn record(&mut self, tier: usize, outcome: WindowOutcome) {
+    /// Records one outcome of a request sent at `sent` for the tier at
+    /// `tier` (the recorder's index), when the window covers `sent`.
+    pub(crate) fn record(&mut self, tier: usize, sent: Option<Duration>, outcome: WindowOutcome) {
+        let Some(sent) = sent.filter(|&t| self.covers(t)) else {
+            return;
+        };
         if self.tiers.len() <= tier {
             self.tiers.resize_with(tier + 1, || {
                 (
@@ -346,6 +428,7 @@ impl RampAcc {
             WindowOutcome::Served { ok, micros } => {
                 report.ok += u64::from(ok);
                 latency.saturating_record(micros);
+                self.served.push((sent, micros));
             }
             WindowOutcome::Limited => report.limited += 1,
             WindowOutcome::Shed => report.shed_503 += 1,
@@ -380,6 +463,11 @@ impl RampAcc {
                 (name(i).to_owned(), report)
             })
             .collect()
+    }
+
+    /// The first [`FIRST_REQUESTS`] served requests sent in the window.
+    pub(crate) fn first(&self) -> FirstRequests {
+        FirstRequests::of(&self.served, FIRST_REQUESTS)
     }
 
     /// The window's length in seconds.

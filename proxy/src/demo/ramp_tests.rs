@@ -99,14 +99,20 @@ fn warming_gauges_are_summed_over_pools_from_prometheus_text() {
 headroom_warming_target_connections{pool=\"default\"} 12
 headroom_warming_target_connections{pool=\"dedicated\"} 3
 headroom_warming_connections_opened_total 40
+headroom_request_connections_opened_total 7
 headroom_warming_failures_total 2
 headroom_requests_total{tier=\"premium\",outcome=\"ok\"} 999
 ";
-    assert_eq!(parse_warming(text), (15, 40));
-    assert_eq!(parse_warming(""), (0, 0));
+    let reading = |target, opened, request_opened| WarmingReading {
+        target,
+        opened,
+        request_opened,
+    };
+    assert_eq!(parse_warming(text), reading(15, 40, 7));
+    assert_eq!(parse_warming(""), reading(0, 0, 0));
     assert_eq!(
         parse_warming("headroom_warming_target_connections x\n"),
-        (0, 0)
+        reading(0, 0, 0)
     );
 }
 
@@ -147,6 +153,10 @@ fn only_requests_sent_in_the_window_are_reported_apart() {
     let f = &ramp.tiers["free"];
     assert_eq!((f.requests, f.ok, f.limited, f.errors), (2, 0, 1, 1));
     assert!(f.p50_ms.is_nan(), "nothing served in the window");
+    assert_eq!(
+        ramp.first.count, 2,
+        "the two premium 2xx, all tiers together"
+    );
 
     // The whole-run report counts the late one and the 2xx rates.
     assert_eq!(report.tiers["free"].requests, 3);
@@ -161,4 +171,31 @@ fn without_a_window_there_is_no_ramp_report() {
     let report = recorder.finish(SECS(1), &[vec![0]], 1.0, true, true);
     assert!(report.ramp.is_none());
     assert!(!report.to_json().contains("\"ramp\""));
+}
+
+#[test]
+fn the_first_requests_are_the_earliest_sent_not_the_earliest_answered() {
+    let ms = Duration::from_millis;
+    // Sent at 0..200 ms, listed out of order; latency 1 ms each, except the
+    // earliest ten (sent at 0..10 ms), which took 6 ms: a cold pool's cost.
+    let mut served: Vec<(Duration, u64)> = (0..200u64)
+        .rev()
+        .map(|i| (ms(i), if i < 10 { 6_000 } else { 1_000 }))
+        .collect();
+    served.swap(3, 150);
+    let first = FirstRequests::of(&served, 100);
+    assert_eq!(first.count, 100);
+    assert!((first.mean_ms - 1.5).abs() < 1e-9, "{first:?}");
+    assert!((first.p50_ms - 1.0).abs() < 1e-9, "{first:?}");
+    assert!(
+        (first.p90_ms - 1.0).abs() < 1e-9,
+        "the 90th of 100 is still warm: {first:?}"
+    );
+    assert!((first.max_ms - 6.0).abs() < 1e-9, "{first:?}");
+
+    let fewer = FirstRequests::of(&served[..4], 100);
+    assert_eq!(fewer.count, 4);
+    let none = FirstRequests::of(&[], 100);
+    assert_eq!(none.count, 0);
+    assert!(none.mean_ms.is_nan() && none.max_ms.is_nan());
 }

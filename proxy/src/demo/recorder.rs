@@ -186,12 +186,8 @@ impl Recorder {
             inner.live.interval.saturating_record(micros);
             WindowOutcome::Served { ok, micros }
         };
-        if let Some(ramp) = inner
-            .ramp
-            .as_mut()
-            .filter(|r| sent.is_some_and(|t| r.covers(t)))
-        {
-            ramp.record(tier, outcome);
+        if let Some(ramp) = inner.ramp.as_mut() {
+            ramp.record(tier, sent, outcome);
         }
 
         // Remember the tier, and keep the first forecast of each second.
@@ -221,12 +217,8 @@ impl Recorder {
         inner.tiers[tier].report.requests += 1;
         inner.tiers[tier].report.errors += 1;
         inner.live.errors += 1;
-        if let Some(ramp) = inner
-            .ramp
-            .as_mut()
-            .filter(|r| sent.is_some_and(|t| r.covers(t)))
-        {
-            ramp.record(tier, WindowOutcome::Error);
+        if let Some(ramp) = inner.ramp.as_mut() {
+            ramp.record(tier, sent, WindowOutcome::Error);
         }
     }
 
@@ -315,6 +307,7 @@ impl Recorder {
         let ok: u64 = inner.tiers.iter().map(|acc| acc.report.ok).sum();
         let ramp = inner.ramp.as_ref().map(|ramp| RampReport {
             window_s: ramp.window_s(),
+            first: ramp.first(),
             tiers: ramp.tiers(|i| inner.tiers[i].name.as_str()),
             ..RampReport::default()
         });
@@ -327,6 +320,7 @@ impl Recorder {
             forecast: score_forecasts(sends, &samples, end_ms),
             goodput_rps: per_s(ok),
             capacity_rps: None,
+            app: None,
             ramp,
             totals,
         }

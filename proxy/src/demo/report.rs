@@ -23,6 +23,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::app::SlotUse;
 use super::ramp::RampReport;
 
 /// The forecast horizon H, in milliseconds.
@@ -109,6 +110,10 @@ pub struct LoadReport {
     /// absent for a replay against a target of unknown capacity.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capacity_rps: Option<f64>,
+    /// How busy the sample app's workers were over the run, measured by the
+    /// app; absent for a replay against another target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app: Option<SlotUse>,
     /// The requests sent just after a ramp's step; absent without a ramp.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ramp: Option<RampReport>,
@@ -180,9 +185,19 @@ impl LoadReport {
             .map_or_else(|| "unknown".to_owned(), |c| format!("{c:.0}/s"));
         let _ = writeln!(
             out,
-            "\ngoodput (2xx) {:.0}/s; app capacity {capacity}",
+            "\ngoodput (2xx) {:.0}/s; app capacity {capacity} (modelled)",
             self.goodput_rps
         );
+        if let Some(app) = &self.app {
+            let _ = writeln!(
+                out,
+                "app workers busy {:.1}% of the run; mean slot time {:.2} ms measured, so the \
+                 app's capacity on this machine is {:.0}/s",
+                app.utilisation * 100.0,
+                app.mean_slot_ms,
+                app.capacity_measured_rps
+            );
+        }
         let f = &self.forecast;
         let _ = writeln!(
             out,
@@ -214,6 +229,20 @@ fn ramp_table(out: &mut String, ramp: &RampReport) {
         reading(ramp.warming_target_before),
         reading(ramp.warming_target_peak_before),
         reading(ramp.warming_opened_before)
+    );
+    let first = &ramp.first;
+    let _ = writeln!(
+        out,
+        "first {} requests served after the step: mean {:.2} ms, p50 {:.1}, p90 {:.1}, max {:.1}\n\
+         from the step to the window's end, requests that waited for a new upstream connection: \
+         {}; connections the app accepted (the warmer's included): {}",
+        first.count,
+        first.mean_ms,
+        first.p50_ms,
+        first.p90_ms,
+        first.max_ms,
+        reading(ramp.request_connections_in_window),
+        reading(ramp.app_connections_in_window)
     );
     let _ = writeln!(
         out,

@@ -15,8 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+use super::app::SampleAppHandle;
 use super::load::DemoOptions;
-use super::ramp::{declare_event, warming_metrics, RampReport};
+use super::ramp::{declare_event, warming_metrics, Ramp, RampReport, WarmingReading, RAMP_WINDOW};
 use super::{run_load, DemoArgs, SampleApp, SampleAppConfig};
 
 /// How long the proxy may take to start listening.
@@ -62,20 +63,17 @@ fn run(args: &DemoArgs) -> Result<(), String> {
         // A ramp is declared just before the load starts, as an operator
         // would declare a launch, and the warmer watched up to the step.
         let declared = declare_ramp(&opts, proxy.admin, &admin_token).await;
-        let sampler = opts
-            .ramp
-            .map(|ramp| tokio::spawn(sample_warming(proxy.admin, ramp.at)));
-        let report = run_load(&opts, &format!("http://{}", proxy.listen), &app).await;
-        let samples = match sampler {
-            Some(task) => task.await.unwrap_or_default(),
-            None => Vec::new(),
-        };
+        let proxy_url = format!("http://{}", proxy.listen);
+        let (report, watched) = tokio::join!(
+            run_load(&opts, &proxy_url, &app),
+            watch_ramp(opts.ramp, opts.duration, proxy.admin, &app)
+        );
         proxy.stop();
         app.shutdown().await;
         let mut report = report.map_err(|e| e.to_string())?;
         if let Some(ramp) = report.ramp.as_mut() {
             ramp.declared = declared;
-            fill_warming(ramp, &samples);
+            watched.fill(ramp);
         }
         if opts.json {
             println!("{}", report.to_json());
@@ -105,35 +103,77 @@ async fn declare_ramp(opts: &DemoOptions, admin: SocketAddr, token: &str) -> boo
     }
 }
 
-/// Reads the warmer's (target, opened) gauges once a second from now until
-/// `until` has passed (at most `until` + 1 readings); failed reads are
-/// skipped.
-async fn sample_warming(admin: SocketAddr, until: Duration) -> Vec<(u64, u64)> {
-    let start = tokio::time::Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut samples = Vec::new();
-    let most = until.as_secs().saturating_add(1);
-    for _ in 0..most {
-        tick.tick().await;
-        if start.elapsed() >= until {
-            break;
-        }
-        if let Ok(sample) = warming_metrics(admin).await {
-            samples.push(sample);
-        }
-    }
-    samples
+/// How long before a ramp's step the last readings before it are taken.
+const STEP_LEAD: Duration = Duration::from_millis(100);
+
+/// What was read around a ramp's step (see [`watch_ramp`]).
+#[derive(Debug, Default)]
+struct RampWatch {
+    /// The proxy's connection readings, once a second up to the step.
+    before: Vec<WarmingReading>,
+    /// The proxy's reading and the app's connection count just before the
+    /// step and at the end of the report window.
+    at_step: Option<(WarmingReading, u64)>,
+    window_end: Option<(WarmingReading, u64)>,
 }
 
-/// The warmer's readings before the step, into the ramp report.
-fn fill_warming(ramp: &mut RampReport, samples: &[(u64, u64)]) {
-    ramp.warming_target_before = samples.last().map(|s| s.0);
-    ramp.warming_target_peak_before = samples.iter().map(|s| s.0).max();
-    ramp.warming_opened_before = match (samples.first(), samples.last()) {
-        (Some(first), Some(last)) => Some(last.1.saturating_sub(first.1)),
-        _ => None,
+/// With a ramp, reads the proxy's warming metrics once a second from now
+/// until [`STEP_LEAD`] before the step, then once more with the app's
+/// connection count there and at the end of the report window (failed
+/// reads are left out). Without a ramp, nothing.
+async fn watch_ramp(
+    ramp: Option<Ramp>,
+    duration: Duration,
+    admin: SocketAddr,
+    app: &SampleAppHandle,
+) -> RampWatch {
+    let Some(ramp) = ramp else {
+        return RampWatch::default();
     };
+    let start = tokio::time::Instant::now();
+    let step = start + ramp.at.saturating_sub(STEP_LEAD);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut watch = RampWatch::default();
+    loop {
+        tick.tick().await;
+        if tokio::time::Instant::now() >= step {
+            break;
+        }
+        if let Ok(reading) = warming_metrics(admin).await {
+            watch.before.push(reading);
+        }
+    }
+    let read = || async {
+        warming_metrics(admin)
+            .await
+            .ok()
+            .map(|r| (r, app.connections()))
+    };
+    tokio::time::sleep_until(step).await;
+    watch.at_step = read().await;
+    let window_end = ramp.at.saturating_add(RAMP_WINDOW).min(duration);
+    tokio::time::sleep_until(start + window_end).await;
+    watch.window_end = read().await;
+    watch
+}
+
+impl RampWatch {
+    /// The readings, into the ramp report.
+    fn fill(&self, ramp: &mut RampReport) {
+        let before = &self.before;
+        ramp.warming_target_before = before.last().map(|r| r.target);
+        ramp.warming_target_peak_before = before.iter().map(|r| r.target).max();
+        ramp.warming_opened_before = before
+            .first()
+            .zip(before.last())
+            .map(|(first, last)| last.opened.saturating_sub(first.opened));
+        if let Some(((step, app_step), (end, app_end))) = self.at_step.zip(self.window_end) {
+            ramp.request_connections_in_window =
+                Some(end.request_opened.saturating_sub(step.request_opened));
+            ramp.app_connections_in_window = Some(app_end.saturating_sub(app_step));
+        }
+    }
 }
 
 /// The demo's proxy config: four tiers, plan rules, a bot rule and route

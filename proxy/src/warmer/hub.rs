@@ -84,6 +84,10 @@ impl UpstreamTiming {
 pub struct WarmMetrics {
     /// `headroom_warming_connections_opened_total`.
     pub opened: IntCounter,
+    /// `headroom_request_connections_opened_total`: client requests that
+    /// found no idle pooled connection and waited for a new one (what
+    /// warming is there to avoid).
+    pub request_opened: IntCounter,
     /// `headroom_warming_failures_total`.
     pub failures: IntCounter,
     /// `headroom_warming_target_connections{pool}`, per upstream.
@@ -101,6 +105,11 @@ impl WarmMetrics {
             "New upstream connections opened by warm-up requests.",
         )
         .expect("valid metric");
+        let request_opened = IntCounter::new(
+            "headroom_request_connections_opened_total",
+            "Client requests that opened a new upstream connection (none idle in the pool).",
+        )
+        .expect("valid metric");
         let failures = IntCounter::new(
             "headroom_warming_failures_total",
             "Warm-up requests that failed or were not answered with 2xx/3xx.",
@@ -116,6 +125,7 @@ impl WarmMetrics {
         .expect("valid metric");
         for collector in [
             Box::new(opened.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(request_opened.clone()),
             Box::new(failures.clone()),
             Box::new(target.clone()),
         ] {
@@ -125,6 +135,7 @@ impl WarmMetrics {
         }
         Self {
             opened,
+            request_opened,
             failures,
             target,
         }
