@@ -126,11 +126,7 @@ pub fn shared() -> Arc<Shared> {
         upstreams: Arc::clone(&upstreams),
         pools: headroom::upstreams::UpstreamPools::single(upstreams),
         warm: headroom::warmer::hub::WarmHub::detached(),
-        upstream_options: UpstreamOptions {
-            connect_timeout: config.upstream_timeouts.connect,
-            read_timeout: config.upstream_timeouts.read,
-            idle_timeout: config.upstream_timeouts.idle,
-        },
+        upstream_options: UpstreamOptions::new(&config.upstream_timeouts, &config.warming),
     })
 }
 

@@ -181,11 +181,7 @@ pub fn build_server(
             tier_queues,
             Box::new(SystemClock),
         )),
-        upstream_options: UpstreamOptions {
-            connect_timeout: config.upstream_timeouts.connect,
-            read_timeout: config.upstream_timeouts.read,
-            idle_timeout: config.upstream_timeouts.idle,
-        },
+        upstream_options: UpstreamOptions::new(&config.upstream_timeouts, &config.warming),
         insights,
         pools,
         warm,

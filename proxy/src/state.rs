@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use headroom_config::{UpstreamTimeouts, Warming};
 use headroom_policies::{
     Attributes, Device, DeviceCache, Policy, RouteClass, SourceKind, Tier, TierId, UserBucket,
     Verdict,
@@ -141,11 +142,41 @@ pub struct UpstreamOptions {
     pub connect_timeout: Duration,
     /// Time to wait for each read from the upstream.
     pub read_timeout: Duration,
-    /// How long an idle keep-alive connection stays in the pool.
+    /// How long an idle keep-alive connection stays in the pool:
+    /// `upstream_timeouts.idle`, or with warming on at most
+    /// [`WARM_IDLE_ROUNDS`] warming intervals. The warmer then owns the
+    /// pool's size: each round takes its target number of idle connections
+    /// (pingora hands out the oldest first) and returns them refreshed, so
+    /// the connections predicted demand needs stay, and those a past burst
+    /// left beyond it close within two rounds once demand falls.
     pub idle_timeout: Duration,
 }
 
+/// Warming intervals an idle pooled connection survives with warming on
+/// (see [`UpstreamOptions::idle_timeout`]): more than one, so a round that
+/// starts a little late still finds the warm set, and less than two, so a
+/// round that rotates through the pool's oldest connections keeps exactly
+/// its target instead of twice or three times it.
+pub const WARM_IDLE_ROUNDS: f64 = 1.5;
+
 impl UpstreamOptions {
+    /// The options from the config's `upstream_timeouts` and `warming`.
+    pub fn new(timeouts: &UpstreamTimeouts, warming: &Warming) -> Self {
+        let idle_timeout = if warming.enabled {
+            warming
+                .interval
+                .mul_f64(WARM_IDLE_ROUNDS)
+                .min(timeouts.idle)
+        } else {
+            timeouts.idle
+        };
+        Self {
+            connect_timeout: timeouts.connect,
+            read_timeout: timeouts.read,
+            idle_timeout,
+        }
+    }
+
     /// Sets the timeouts on a peer.
     pub fn apply(&self, peer: &mut HttpPeer) {
         peer.options.connection_timeout = Some(self.connect_timeout);
@@ -321,3 +352,36 @@ impl Shared {
 /// Largest request body size recorded from `Content-Length` (1 TiB): a
 /// client's absurd value must not overflow the user's byte counters.
 const MAX_RECORDED_BODY: u64 = 1 << 40;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_warming_idle_connections_last_one_and_a_half_rounds() {
+        let timeouts = UpstreamTimeouts::default();
+        let warming = Warming {
+            enabled: true,
+            interval: Duration::from_secs(2),
+            ..Warming::default()
+        };
+        let idle = |w: &Warming| UpstreamOptions::new(&timeouts, w).idle_timeout;
+        assert_eq!(idle(&warming), Duration::from_secs(3));
+        // Never longer than the configured idle timeout.
+        let slow = Warming {
+            interval: Duration::from_secs(600),
+            ..warming.clone()
+        };
+        assert_eq!(idle(&slow), timeouts.idle);
+        // Without warming, the configured timeout as it is.
+        let off = Warming {
+            enabled: false,
+            ..warming
+        };
+        assert_eq!(idle(&off), timeouts.idle);
+
+        let mut peer = HttpPeer::new("127.0.0.1:1", false, String::new());
+        UpstreamOptions::new(&timeouts, &off).apply(&mut peer);
+        assert_eq!(peer.options.idle_timeout, Some(timeouts.idle));
+    }
+}

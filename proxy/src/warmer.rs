@@ -19,17 +19,22 @@
 //! within `warming.lead` (or the current rate, if higher), split between
 //! pools by their recent share of requests, and the mean upstream time is
 //! measured from admission to the end of each response. It is bounded by
-//! `max_connections_per_upstream` and by the upstream's fair part of the
-//! keep-alive pool (pingora's pool is one LRU shared by all upstreams), and
-//! raised to `min_connections_per_upstream`.
+//! `max_connections_per_upstream`, by the admission gate's current limit
+//! when the gate is on (no more client requests than that reach the
+//! upstreams at once), and by the upstream's fair part of the keep-alive
+//! pool (pingora's pool is one LRU shared by all upstreams), and raised to
+//! `min_connections_per_upstream`.
 //!
 //! Approximations: the warmer cannot see the pool's contents, so every round
 //! tops the pool up to the target even when it is already there (costing
-//! `target` cheap requests per upstream per interval). When demand falls,
-//! rounds shrink and the surplus connections are simply no longer
-//! refreshed: they close after `upstream_timeouts.idle` (pingora's idle
-//! timeout), or earlier when the backend closes idle connections, in which
-//! case pingora drops them from the pool when it sees the close.
+//! `target` cheap requests per upstream per interval). The pool's size is
+//! the warmer's to keep: with warming on, every pooled connection idles out
+//! after 1.5 intervals ([`crate::state::WARM_IDLE_ROUNDS`]) unless reused,
+//! and pingora hands out the oldest idle connection first, so each round
+//! refreshes `target` of them and the surplus a past burst left closes
+//! within two rounds once demand falls (or earlier when the backend closes
+//! idle connections, in which case pingora drops them when it sees the
+//! close).
 
 pub mod hub;
 
@@ -179,6 +184,16 @@ impl WarmerService {
         let members: usize = pools.iter().map(|p| p.members()).sum();
         let pool_share = u32::try_from(self.pool_size / members.max(1)).unwrap_or(u32::MAX);
         let mean_s = state.mean_upstream_s.unwrap_or(0.0);
+        // The admission gate never lets more than its limit of client
+        // requests reach the upstreams at once: connections beyond it would
+        // only sit idle (and Little's law overshoots when the measured time
+        // includes queueing at a saturated backend).
+        let gate = &self.shared.admission;
+        let max = if gate.enabled() {
+            self.settings.max_connections_per_upstream.min(gate.limit())
+        } else {
+            self.settings.max_connections_per_upstream
+        };
         let mut work = Vec::new();
         for (i, pool) in pools.iter().enumerate() {
             let healthy = pool.healthy();
@@ -188,7 +203,7 @@ impl WarmerService {
             let target = bounded_target(
                 littles,
                 self.settings.min_connections_per_upstream,
-                self.settings.max_connections_per_upstream,
+                max,
                 pool_share,
                 healthy.len(),
             );

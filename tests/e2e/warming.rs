@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 
 use crate::common::{free_addr, get, read_request, EchoBackend, Proxy};
 
-/// A keep-alive HTTP/1.1 backend that counts accepted connections and
-/// requests, and closes a connection idle for longer than `idle_close`.
-/// `/slow` answers after 20 ms.
+/// A keep-alive HTTP/1.1 backend that counts accepted connections, open
+/// connections and requests, and closes a connection idle for longer than
+/// `idle_close`. `/slow` answers after 20 ms.
 struct CountingBackend {
     addr: SocketAddr,
     accepts: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
     requests: Arc<AtomicUsize>,
 }
 
@@ -24,24 +25,38 @@ impl CountingBackend {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
         let addr = listener.local_addr().expect("addr");
         let accepts = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(AtomicUsize::new(0));
-        let (a, r) = (Arc::clone(&accepts), Arc::clone(&requests));
+        let (a, o, r) = (
+            Arc::clone(&accepts),
+            Arc::clone(&open),
+            Arc::clone(&requests),
+        );
         thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 a.fetch_add(1, Ordering::SeqCst);
-                let r = Arc::clone(&r);
-                thread::spawn(move || serve(stream, idle_close, &r));
+                o.fetch_add(1, Ordering::SeqCst);
+                let (o, r) = (Arc::clone(&o), Arc::clone(&r));
+                thread::spawn(move || {
+                    serve(stream, idle_close, &r);
+                    o.fetch_sub(1, Ordering::SeqCst);
+                });
             }
         });
         Self {
             addr,
             accepts,
+            open,
             requests,
         }
     }
 
     fn accepts(&self) -> usize {
         self.accepts.load(Ordering::SeqCst)
+    }
+
+    fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
     }
 }
 
@@ -157,6 +172,65 @@ fn warm_connections_are_opened_before_traffic_in_the_proxys_own_pool() {
         proxy.metric("headroom_requests_total{outcome=\"admitted\",tier=\"standard\"}"),
         Some(16.0),
         "warm-up requests are never counted as user traffic"
+    );
+}
+
+#[test]
+fn connections_a_burst_left_beyond_the_warm_target_close_when_demand_falls() {
+    let backend = CountingBackend::start(Duration::from_secs(60));
+    let proxy = Proxy::start(&warming_config(2, "300ms"), backend.addr);
+    assert!(eventually(Duration::from_secs(8), || backend.open() >= 2));
+
+    // A burst of twelve at once opens connections beyond the two warm ones.
+    let listen = proxy.listen;
+    let users: Vec<_> = (0..12)
+        .map(|_| thread::spawn(move || get(listen, "/slow", &[]).status))
+        .collect();
+    for u in users {
+        assert_eq!(u.join().expect("user thread"), 200);
+    }
+    let after_burst = backend.open();
+    assert!(
+        after_burst >= 4,
+        "the burst needed more connections: {after_burst}"
+    );
+
+    // Demand falls to nothing: within a few warming rounds the proxy closes
+    // what the burst left, and keeps what the warmer holds (the backend
+    // itself would keep them for 60 s).
+    assert!(
+        eventually(Duration::from_secs(5), || backend.open() <= 3),
+        "still open: {} (after the burst: {after_burst}); warmer target {:?}",
+        backend.open(),
+        proxy.metric("headroom_warming_target_connections{pool=\"default\"}")
+    );
+    thread::sleep(Duration::from_secs(1));
+    assert!(
+        backend.open() >= 2,
+        "the warm ones stay: {}",
+        backend.open()
+    );
+}
+
+#[test]
+fn the_warm_target_never_exceeds_what_the_admission_gate_lets_through() {
+    let backend = CountingBackend::start(Duration::from_secs(30));
+    let config = format!(
+        "{}admission: {{ enabled: true, adaptive: false, max_concurrency: 3 }}\n",
+        warming_config(8, "300ms")
+    );
+    let proxy = Proxy::start(&config, backend.addr);
+    let target = "headroom_warming_target_connections{pool=\"default\"}";
+    assert!(
+        eventually(Duration::from_secs(8), || proxy.metric(target) == Some(3.0)),
+        "target {:?}",
+        proxy.metric(target)
+    );
+    thread::sleep(Duration::from_millis(900));
+    assert_eq!(
+        backend.open(),
+        3,
+        "three connections, not the floor of eight"
     );
 }
 

@@ -82,11 +82,7 @@ pub(crate) fn shared_from(yaml: &str) -> Arc<Shared> {
         upstreams: Arc::clone(&upstreams),
         pools: crate::upstreams::UpstreamPools::single(upstreams),
         warm: crate::warmer::hub::WarmHub::detached(),
-        upstream_options: UpstreamOptions {
-            connect_timeout: config.upstream_timeouts.connect,
-            read_timeout: config.upstream_timeouts.read,
-            idle_timeout: config.upstream_timeouts.idle,
-        },
+        upstream_options: UpstreamOptions::new(&config.upstream_timeouts, &config.warming),
         admission: Arc::new(admission),
         devices: headroom_policies::DeviceCache::new(),
         decisions: Arc::new(ArcSwap::from_pointee(
