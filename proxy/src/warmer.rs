@@ -25,9 +25,12 @@
 //! pool (pingora's pool is one LRU shared by all upstreams), and raised to
 //! `min_connections_per_upstream`.
 //!
-//! Approximations: the warmer cannot see the pool's contents, so every round
-//! tops the pool up to the target even when it is already there (costing
-//! `target` cheap requests per upstream per interval). The pool's size is
+//! Each round sends the target less the connections carrying client
+//! requests at that moment (estimated from the admission gate's in-flight
+//! count), so a busy pool is not grown further. Approximations: the warmer
+//! cannot see the pool's contents, so every round tops the idle part up to
+//! the target even when it is already there (costing up to `target` cheap
+//! requests per upstream per interval). The pool's size is
 //! the warmer's to keep: with warming on, every pooled connection idles out
 //! after 1.5 intervals ([`crate::state::WARM_IDLE_ROUNDS`]) unless reused,
 //! and pingora hands out the oldest idle connection first, so each round
@@ -98,6 +101,17 @@ pub fn bounded_target(littles: u32, min: u32, max: u32, pool_share: u32, healthy
         return 0;
     }
     littles.max(min).min(max).min(pool_share)
+}
+
+/// Client requests at one upstream of a pool now, estimated from the gate's
+/// in-flight count (0 when the gate is off), the pool's share of recent
+/// requests and its healthy members; rounded down, so a round warms a
+/// little more rather than less.
+pub fn busy_per_upstream(in_flight: u32, share: f64, healthy: usize) -> u32 {
+    if healthy == 0 || !(share.is_finite() && share > 0.0) {
+        return 0;
+    }
+    (f64::from(in_flight) * share.min(1.0) / healthy as f64) as u32
 }
 
 /// The warmer background task.
@@ -213,10 +227,14 @@ impl WarmerService {
                 .target
                 .with_label_values(&[pool.name.as_str()])
                 .set(i64::from(target));
-            tracing::debug!(pool = %pool.name, demand, share, mean_s, healthy = healthy.len(), target, "warming round");
+            // Connections carrying client requests now are warm already:
+            // the round tops up the rest, so a saturated pool is left alone.
+            let busy = busy_per_upstream(gate.in_flight(), share, healthy.len());
+            let round = target.saturating_sub(busy);
+            tracing::debug!(pool = %pool.name, demand, share, mean_s, healthy = healthy.len(), target, busy, "warming round");
             for backend in healthy {
-                if target > 0 {
-                    work.push(self.warm_backend(client, backend, state.round, target as usize));
+                if round > 0 {
+                    work.push(self.warm_backend(client, backend, state.round, round as usize));
                 }
             }
         }
@@ -359,6 +377,16 @@ mod tests {
         assert_eq!(bounded_target(100, 0, 32, 128, 2), 32, "configured max");
         assert_eq!(bounded_target(100, 0, 32, 10, 2), 10, "pool share");
         assert_eq!(bounded_target(5, 8, 32, 128, 0), 0, "no healthy upstream");
+    }
+
+    #[test]
+    fn busy_connections_are_split_by_share_and_members() {
+        assert_eq!(busy_per_upstream(22, 1.0, 1), 22);
+        assert_eq!(busy_per_upstream(22, 0.5, 2), 5, "rounded down");
+        assert_eq!(busy_per_upstream(22, 0.0, 1), 0);
+        assert_eq!(busy_per_upstream(22, f64::NAN, 1), 0);
+        assert_eq!(busy_per_upstream(22, 1.0, 0), 0);
+        assert_eq!(busy_per_upstream(0, 1.0, 1), 0, "gate off or idle");
     }
 
     #[test]
