@@ -43,6 +43,10 @@ pub struct DemoArgs {
     /// Offered load after the step, as a multiple of the app's capacity.
     #[arg(long, value_name = "X", requires = "ramp_at")]
     pub ramp_load: Option<f64>,
+    /// Leave requests sent in the first SECS out of the latency
+    /// percentiles (cold start); at most a quarter of --duration is used.
+    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+    pub warmup: f64,
 }
 
 impl DemoArgs {
@@ -65,6 +69,11 @@ impl DemoArgs {
                 value: self.speed,
             });
         }
+        let warmup =
+            Duration::try_from_secs_f64(self.warmup).map_err(|_| LoadError::NotPositive {
+                name: "warmup",
+                value: self.warmup,
+            })?;
         let ramp = match (self.ramp_at, self.ramp_load) {
             (None, None) => None,
             (Some(_), Some(_)) if self.trace.is_some() => return Err(RampError::Trace.into()),
@@ -81,6 +90,7 @@ impl DemoArgs {
             warming: !self.no_warming,
             jwt_secret,
             ramp,
+            warmup,
         })
     }
 }

@@ -70,7 +70,15 @@ pub struct DemoOptions {
     /// A step in the synthetic load (see [`Ramp`]); `None` (the default)
     /// keeps `load` for the whole run. Not with a trace.
     pub ramp: Option<Ramp>,
+    /// Requests sent in this first part of the run are left out of the
+    /// tiers' latency percentiles: at the start the load generator opens its
+    /// connections all at once and the proxy's state is cold. Default 2 s;
+    /// at most a quarter of `duration` is used.
+    pub warmup: Duration,
 }
+
+/// Default [`DemoOptions::warmup`].
+pub const DEFAULT_WARMUP: Duration = Duration::from_secs(2);
 
 impl Default for DemoOptions {
     fn default() -> Self {
@@ -84,6 +92,7 @@ impl Default for DemoOptions {
             warming: true,
             jwt_secret: String::new(),
             ramp: None,
+            warmup: DEFAULT_WARMUP,
         }
     }
 }
@@ -144,6 +153,7 @@ pub async fn run_load(
             duration: opts.duration,
             live: true,
             window: None,
+            warmup: opts.warmup.min(opts.duration / 4),
         };
         let load = async {
             match opts.ramp {
@@ -191,6 +201,7 @@ pub async fn run_load(
         duration: opts.duration,
         live: true,
         window: None,
+        warmup: opts.warmup.min(opts.duration / 4),
     };
     let offered = |sent_rps: f64| sent_rps / capacity;
     let (mut report, slots) = with_slot_use(
@@ -239,6 +250,7 @@ pub(crate) async fn replay_trace(
         duration: duration.unwrap_or(until_end),
         live,
         window: None,
+        warmup: Duration::ZERO,
     };
     let source = TraceSource::new(records, speed);
     Ok(run.execute(source, 0.0, false, false, |_| 0.0).await)
@@ -376,6 +388,8 @@ pub(crate) struct Run {
     pub duration: Duration,
     /// Whether to print the live line every second.
     pub live: bool,
+    /// Requests sent before this are left out of latency percentiles.
+    pub warmup: Duration,
     /// Requests sent in `[from, until)` are also reported apart (a ramp).
     pub window: Option<(Duration, Duration)>,
 }
@@ -406,7 +420,7 @@ impl Run {
             .pool_max_idle_per_host(MAX_IN_FLIGHT)
             .build(connector);
         let start = Instant::now();
-        let mut recorder = Recorder::new(start);
+        let mut recorder = Recorder::new(start).with_warmup(self.warmup);
         if let Some((from, until)) = self.window {
             recorder = recorder.with_ramp_window(from, until);
         }

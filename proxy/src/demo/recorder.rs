@@ -71,6 +71,9 @@ struct Inner {
 /// Collects the outcomes of one run.
 pub(crate) struct Recorder {
     start: Instant,
+    /// Requests sent before this (from the start) count everywhere but in
+    /// the tiers' latency percentiles.
+    warmup: Duration,
     sent: AtomicU64,
     not_sent: AtomicU64,
     invalid: AtomicU64,
@@ -90,6 +93,7 @@ impl Recorder {
         };
         Self {
             start,
+            warmup: Duration::ZERO,
             sent: AtomicU64::new(0),
             not_sent: AtomicU64::new(0),
             invalid: AtomicU64::new(0),
@@ -100,6 +104,13 @@ impl Recorder {
                 ramp: None,
             }),
         }
+    }
+
+    /// Leaves the requests sent in the first `warmup` out of the tiers'
+    /// latency percentiles (they still count as sent, admitted, shed...).
+    pub(crate) fn with_warmup(mut self, warmup: Duration) -> Self {
+        self.warmup = warmup;
+        self
     }
 
     /// Also accumulates, apart, the requests sent in `[from, until)` from the
@@ -181,7 +192,9 @@ impl Recorder {
             let ok = status.is_success();
             acc.report.admitted += 1;
             acc.report.ok += u64::from(ok);
-            acc.latency.saturating_record(micros);
+            if sent.map_or(self.warmup.is_zero(), |t| t >= self.warmup) {
+                acc.latency.saturating_record(micros);
+            }
             inner.live.ok += 1;
             inner.live.interval.saturating_record(micros);
             WindowOutcome::Served { ok, micros }
@@ -319,6 +332,7 @@ impl Recorder {
             tiers,
             forecast: score_forecasts(sends, &samples, end_ms),
             goodput_rps: per_s(ok),
+            warmup_s: self.warmup.as_secs_f64(),
             capacity_rps: None,
             app: None,
             ramp,
@@ -423,6 +437,27 @@ mod tests {
             (2, 1, 0, 1)
         );
         assert_eq!(report.totals.users, 2);
+    }
+
+    #[test]
+    fn requests_sent_in_the_warm_up_count_but_are_not_latency_samples() {
+        // The recorder started 3 s ago with a 2 s warm-up.
+        let start = Instant::now() - Duration::from_secs(3);
+        let recorder = Recorder::new(start).with_warmup(Duration::from_secs(2));
+        let premium = headers(&[("x-headroom-tier", "premium")]);
+        let ms = Duration::from_millis;
+        // Sent 2.5 s in (answered now after 500 ms): a warm-up request.
+        recorder.response(0, StatusCode::OK, &premium, ms(2_500));
+        // Sent 2.99 s in: measured.
+        recorder.response(0, StatusCode::OK, &premium, ms(10));
+        let report = recorder.finish(Duration::from_secs(3), &[vec![0]], 1.0, true, true);
+        let premium = &report.tiers["premium"];
+        assert_eq!((premium.requests, premium.ok), (2, 2), "both counted");
+        assert!(
+            premium.p99_ms < 11.0,
+            "only the 10 ms one is a sample: {premium:?}"
+        );
+        assert!((report.warmup_s - 2.0).abs() < 1e-9);
     }
 
     #[test]

@@ -106,6 +106,10 @@ pub struct LoadReport {
     pub forecast: ForecastReport,
     /// 2xx responses per second of the run, all tiers (added to the contract).
     pub goodput_rps: f64,
+    /// Seconds at the start whose requests are left out of the tiers'
+    /// latency percentiles (they count everywhere else): the load
+    /// generator's and the proxy's cold start (added to the contract).
+    pub warmup_s: f64,
     /// Requests per second the sample app sustains for the workload's mix;
     /// absent for a replay against a target of unknown capacity.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -152,6 +156,13 @@ impl LoadReport {
             "sent {} ({:.0}/s) from {} users; not sent (in-flight bound) {}; invalid {}\n",
             t.sent, t.sent_rps, t.users, t.not_sent, t.invalid
         );
+        if self.warmup_s > 0.0 {
+            let _ = writeln!(
+                out,
+                "latency percentiles leave out requests sent in the first {:.1} s (warm-up)",
+                self.warmup_s
+            );
+        }
         let _ = writeln!(
             out,
             "{:<12}{:>10}{:>10}{:>10}{:>10}{:>8}{:>10}{:>10}{:>10}",
@@ -390,7 +401,8 @@ mod tests {
             keys.sort();
             keys
         };
-        // DESIGN.md's fields, plus `goodput_rps`; no capacity or ramp unless set.
+        // DESIGN.md's fields, plus `goodput_rps` and `warmup_s`; no
+        // capacity, app or ramp unless set.
         let expected = [
             "duration_s",
             "forecast",
@@ -399,6 +411,7 @@ mod tests {
             "shaping",
             "tiers",
             "warming",
+            "warmup_s",
         ];
         assert_eq!(sorted_keys(&value), expected);
         let tier = &value["tiers"]["none"];
