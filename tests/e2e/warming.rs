@@ -104,6 +104,16 @@ warming:
     )
 }
 
+/// `n` concurrent `GET /slow` through the proxy at `listen`, each answered 200.
+fn slow_burst(listen: SocketAddr, n: usize) {
+    let users: Vec<_> = (0..n)
+        .map(|_| thread::spawn(move || get(listen, "/slow", &[]).status))
+        .collect();
+    for u in users {
+        assert_eq!(u.join().expect("user thread"), 200);
+    }
+}
+
 /// Polls `f` every 50 ms for at most `limit`; whether it became true.
 fn eventually(limit: Duration, f: impl Fn() -> bool) -> bool {
     let deadline = Instant::now() + limit;
@@ -140,12 +150,7 @@ fn warm_connections_are_opened_before_traffic_in_the_proxys_own_pool() {
     // connection during the burst was opened by a warm-up round, not a user.
     let (accepts_before, opened_before) = (backend.accepts(), proxy.metric(opened).unwrap_or(0.0));
     let listen = proxy.listen;
-    let users: Vec<_> = (0..4)
-        .map(|_| thread::spawn(move || get(listen, "/slow", &[]).status))
-        .collect();
-    for u in users {
-        assert_eq!(u.join().expect("user thread"), 200);
-    }
+    slow_burst(listen, 4);
     let warm_opened = proxy.metric(opened).unwrap_or(0.0) - opened_before;
     let user_opened = backend.accepts() as f64 - accepts_before as f64 - warm_opened;
     assert_eq!(user_opened, 0.0, "user requests reused warmed connections");
@@ -155,12 +160,7 @@ fn warm_connections_are_opened_before_traffic_in_the_proxys_own_pool() {
     // Twelve at once outgrow the four: the proxy counts each connection a
     // user request had to open, as the backend saw them.
     let (accepts_before, opened_before) = (backend.accepts(), proxy.metric(opened).unwrap_or(0.0));
-    let users: Vec<_> = (0..12)
-        .map(|_| thread::spawn(move || get(listen, "/slow", &[]).status))
-        .collect();
-    for u in users {
-        assert_eq!(u.join().expect("user thread"), 200);
-    }
+    slow_burst(listen, 12);
     let warm_opened = proxy.metric(opened).unwrap_or(0.0) - opened_before;
     let user_opened = backend.accepts() as f64 - accepts_before as f64 - warm_opened;
     assert!(
@@ -183,12 +183,7 @@ fn connections_a_burst_left_beyond_the_warm_target_close_when_demand_falls() {
 
     // A burst of twelve at once opens connections beyond the two warm ones.
     let listen = proxy.listen;
-    let users: Vec<_> = (0..12)
-        .map(|_| thread::spawn(move || get(listen, "/slow", &[]).status))
-        .collect();
-    for u in users {
-        assert_eq!(u.join().expect("user thread"), 200);
-    }
+    slow_burst(listen, 12);
     let after_burst = backend.open();
     assert!(
         after_burst >= 4,
