@@ -69,11 +69,15 @@ impl DemoArgs {
                 value: self.speed,
             });
         }
-        let warmup =
-            Duration::try_from_secs_f64(self.warmup).map_err(|_| LoadError::NotPositive {
+        // Any non-negative finite value is taken (the run caps it at a
+        // quarter of the duration); a negative or non-finite one is refused.
+        if !(self.warmup >= 0.0 && self.warmup.is_finite()) {
+            return Err(LoadError::Negative {
                 name: "warmup",
                 value: self.warmup,
-            })?;
+            });
+        }
+        let warmup = Duration::from_secs_f64(self.warmup.min(duration.as_secs_f64()));
         let ramp = match (self.ramp_at, self.ramp_load) {
             (None, None) => None,
             (Some(_), Some(_)) if self.trace.is_some() => return Err(RampError::Trace.into()),
@@ -205,6 +209,14 @@ mod tests {
         assert!(bad(&["--load=-1"]));
         assert!(bad(&["--speed=-2"]));
         assert!(!bad(&["--speed", "100"]));
+        assert!(bad(&["--warmup=-1"]));
+        assert!(bad(&["--warmup", "NaN"]));
+        assert!(bad(&["--warmup", "inf"]));
+        assert!(!bad(&["--warmup", "0"]));
+        // Huge is fine: the run caps the warm-up at a quarter of the duration.
+        let demo = Demo::parse_from(["demo", "--duration", "8", "--warmup", "1e30"]);
+        let options = demo.args.to_options(String::new()).expect("valid");
+        assert_eq!(options.warmup, Duration::from_secs(8));
     }
 
     #[test]

@@ -117,6 +117,14 @@ pub enum LoadError {
         /// The value given.
         value: f64,
     },
+    /// An option that may be zero is negative or not finite.
+    #[error("{name} must be zero or a positive finite number, got {value}")]
+    Negative {
+        /// Which option.
+        name: &'static str,
+        /// The value given.
+        value: f64,
+    },
     /// The trace holds no request within the run.
     #[error("trace has no requests within the run to replay")]
     EmptyTrace,

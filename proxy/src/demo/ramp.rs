@@ -327,7 +327,7 @@ pub struct RampReport {
     /// when not measured.
     pub request_connections_in_window: Option<u64>,
     /// Connections the sample app accepted in the same span, the warmer's
-    /// included; `null` when not measured.
+    /// and the proxy's health checks' included; `null` when not measured.
     pub app_connections_in_window: Option<u64>,
     /// The first [`FIRST_REQUESTS`] requests sent after the step (all tiers)
     /// that the app served.

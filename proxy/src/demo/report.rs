@@ -159,7 +159,7 @@ impl LoadReport {
         if self.warmup_s > 0.0 {
             let _ = writeln!(
                 out,
-                "latency percentiles leave out requests sent in the first {:.1} s (warm-up)",
+                "latency percentiles leave out requests sent in the first {:.2} s (warm-up)",
                 self.warmup_s
             );
         }
@@ -199,7 +199,7 @@ impl LoadReport {
             "\ngoodput (2xx) {:.0}/s; app capacity {capacity} (modelled)",
             self.goodput_rps
         );
-        if let Some(app) = &self.app {
+        if let Some(app) = self.app.filter(|a| a.mean_slot_ms.is_finite()) {
             let _ = writeln!(
                 out,
                 "app workers busy {:.1}% of the run; mean slot time {:.2} ms measured, so the \
@@ -242,16 +242,17 @@ fn ramp_table(out: &mut String, ramp: &RampReport) {
         reading(ramp.warming_opened_before)
     );
     let first = &ramp.first;
+    if first.count > 0 {
+        let _ = writeln!(
+            out,
+            "first {} requests served after the step: mean {:.2} ms, p50 {:.1}, p90 {:.1}, max {:.1}",
+            first.count, first.mean_ms, first.p50_ms, first.p90_ms, first.max_ms
+        );
+    }
     let _ = writeln!(
         out,
-        "first {} requests served after the step: mean {:.2} ms, p50 {:.1}, p90 {:.1}, max {:.1}\n\
-         from the step to the window's end, requests that waited for a new upstream connection: \
-         {}; connections the app accepted (the warmer's included): {}",
-        first.count,
-        first.mean_ms,
-        first.p50_ms,
-        first.p90_ms,
-        first.max_ms,
+        "from the step to the window's end, requests that waited for a new upstream connection: \
+         {}; connections the app accepted (the warmer's and health checks' included): {}",
         reading(ramp.request_connections_in_window),
         reading(ramp.app_connections_in_window)
     );

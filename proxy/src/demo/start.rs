@@ -53,9 +53,10 @@ fn run(args: &DemoArgs) -> Result<(), String> {
             .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
         let mut proxy = ProxyProcess::start(&config, app.addr())?;
         eprintln!(
-            "headroom demo: app on {} (capacity ~{:.0} req/s), proxy on {}, admin on {}",
+            "headroom demo: app on {} (capacity ~{:.0} req/s for the synthetic workload's mix), \
+             proxy on {}, admin on {}",
             app.addr(),
-            app.capacity_rps(),
+            app.capacity_rps_for(&super::synthetic_mix()),
             proxy.listen,
             proxy.admin
         );
