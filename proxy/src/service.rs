@@ -47,6 +47,10 @@ use crate::warmer::hub::WarmTarget;
 /// any value other than pingora's default 0 keeps it apart.
 const FRESH_CONNECTION_GROUP: u64 = 0x6865_6164_726f_6f6d;
 
+/// Group key of the pool part used by client requests beyond the warmer's
+/// core set of connections.
+const OVERFLOW_GROUP: u64 = 0x6f76_6572_666c_6f77;
+
 /// The 400 body for a request carrying a credential more than once.
 const DUPLICATE_CREDENTIAL_BODY: &[u8] =
     b"bad request: a credential header or the identity cookie was sent more than once\n";
@@ -314,6 +318,11 @@ impl ProxyHttp for HeadroomProxy {
         if ctx.fresh_connection {
             // A group key of its own: no pooled connection matches it.
             peer.group_key = FRESH_CONNECTION_GROUP;
+        } else if ctx.warm.is_none() && self.shared.warm.overflow(self.shared.admission.in_flight())
+        {
+            // Beyond the warmer's core set: connections of their own, which
+            // close once a burst is over (see `WarmHub::overflow`).
+            peer.group_key = OVERFLOW_GROUP;
         }
         Ok(Box::new(peer))
     }

@@ -34,8 +34,10 @@
 //! the warmer's to keep: with warming on, every pooled connection idles out
 //! after 1.5 intervals ([`crate::state::WARM_IDLE_ROUNDS`]) unless reused,
 //! and pingora hands out the oldest idle connection first, so each round
-//! refreshes `target` of them and the surplus a past burst left closes
-//! within two rounds once demand falls (or earlier when the backend closes
+//! refreshes `target` of them; client requests beyond the summed targets
+//! in flight use a pool group of their own ([`hub::WarmHub::overflow`]), so
+//! light traffic does not keep a past burst's connections alive either,
+//! and that surplus closes within two rounds once demand falls (or earlier when the backend closes
 //! idle connections, in which case pingora drops them when it sees the
 //! close).
 
@@ -209,6 +211,7 @@ impl WarmerService {
             self.settings.max_connections_per_upstream
         };
         let mut work = Vec::new();
+        let mut core = 0u32;
         for (i, pool) in pools.iter().enumerate() {
             let healthy = pool.healthy();
             let share = state.shares.get(i).copied().unwrap_or(0.0);
@@ -227,6 +230,7 @@ impl WarmerService {
                 .target
                 .with_label_values(&[pool.name.as_str()])
                 .set(i64::from(target));
+            core = core.saturating_add(target.saturating_mul(healthy.len() as u32));
             // Connections carrying client requests now are warm already:
             // the round tops up the rest, so a saturated pool is left alone.
             let busy = busy_per_upstream(gate.in_flight(), share, healthy.len());
@@ -238,6 +242,7 @@ impl WarmerService {
                 }
             }
         }
+        self.shared.warm.set_core(core);
         join_all(work).await;
     }
 

@@ -208,6 +208,34 @@ fn connections_a_burst_left_beyond_the_warm_target_close_when_demand_falls() {
 }
 
 #[test]
+fn a_bursts_surplus_closes_under_steady_light_traffic_too() {
+    let backend = CountingBackend::start(Duration::from_secs(60));
+    let proxy = Proxy::start(&warming_config(2, "300ms"), backend.addr);
+    assert!(eventually(Duration::from_secs(8), || backend.open() >= 2));
+    let listen = proxy.listen;
+    slow_burst(listen, 12);
+    let after_burst = backend.open();
+    assert!(
+        after_burst >= 4,
+        "the burst needed more connections: {after_burst}"
+    );
+
+    // One request at a time, about 25 a second, for 3 s: were every idle
+    // connection handed out in turn, this would keep them all alive.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        assert_eq!(get(listen, "/", &[]).status, 200);
+        thread::sleep(Duration::from_millis(40));
+    }
+    let open = backend.open();
+    assert!(
+        open <= 3,
+        "still open under light traffic: {open} (after the burst: {after_burst})"
+    );
+    assert!(open >= 1, "the traffic's own connection stays");
+}
+
+#[test]
 fn the_warm_target_never_exceeds_what_the_admission_gate_lets_through() {
     let backend = CountingBackend::start(Duration::from_secs(30));
     let config = format!(

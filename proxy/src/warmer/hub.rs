@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -157,6 +157,10 @@ pub struct WarmHub {
     pub timing: UpstreamTiming,
     /// The warmer's metrics.
     pub metrics: WarmMetrics,
+    /// Connections the warmer keeps in all (its targets summed over
+    /// upstreams): client requests beyond this many in flight use the
+    /// overflow part of the pool (see [`WarmHub::overflow`]).
+    core: AtomicU32,
 }
 
 impl WarmHub {
@@ -183,7 +187,29 @@ impl WarmHub {
             own_ip: None,
             timing: UpstreamTiming::default(),
             metrics: WarmMetrics::register(registry),
+            core: AtomicU32::new(0),
         })
+    }
+
+    /// Sets the connections the warmer keeps in all (after each round's
+    /// targets are known).
+    pub fn set_core(&self, connections: u32) {
+        self.core.store(connections, Ordering::Relaxed);
+    }
+
+    /// Whether a client request that makes `in_flight` requests at the
+    /// upstreams should use the overflow part of the pool.
+    ///
+    /// pingora hands out the oldest idle connection first, so light steady
+    /// traffic would keep every connection a past burst opened alive by
+    /// touching each in turn. Requests within the warmer's core set use the
+    /// ordinary pool; those beyond it use a pool of their own (its own group
+    /// key), whose connections nothing touches once the burst is over, so
+    /// they close after the idle timeout. With no core (warming off, or no
+    /// target yet) every request uses the ordinary pool.
+    pub fn overflow(&self, in_flight: u32) -> bool {
+        let core = self.core.load(Ordering::Relaxed);
+        core > 0 && in_flight > core
     }
 
     /// A hub whose metrics are registered nowhere (tests and benches).
@@ -325,6 +351,21 @@ mod tests {
             &Registry::new(),
         )
         .expect("random")
+    }
+
+    #[test]
+    fn requests_beyond_the_warm_core_overflow() {
+        let hub = WarmHub::detached();
+        assert!(!hub.overflow(50), "no core yet: one pool");
+        hub.set_core(4);
+        assert!(!hub.overflow(1));
+        assert!(
+            !hub.overflow(4),
+            "the fourth request in flight is still core"
+        );
+        assert!(hub.overflow(5));
+        hub.set_core(0);
+        assert!(!hub.overflow(5));
     }
 
     #[test]
