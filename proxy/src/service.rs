@@ -47,10 +47,6 @@ use crate::warmer::hub::WarmTarget;
 /// any value other than pingora's default 0 keeps it apart.
 const FRESH_CONNECTION_GROUP: u64 = 0x6865_6164_726f_6f6d;
 
-/// Group key of the pool part used by client requests beyond the warmer's
-/// core set of connections.
-const OVERFLOW_GROUP: u64 = 0x6f76_6572_666c_6f77;
-
 /// The 400 body for a request carrying a credential more than once.
 const DUPLICATE_CREDENTIAL_BODY: &[u8] =
     b"bad request: a credential header or the identity cookie was sent more than once\n";
@@ -315,15 +311,16 @@ impl ProxyHttp for HeadroomProxy {
         };
         let mut peer = HttpPeer::new(backend, false, String::new());
         self.shared.upstream_options.apply(&mut peer);
-        if ctx.fresh_connection {
+        peer.group_key = if ctx.fresh_connection {
             // A group key of its own: no pooled connection matches it.
-            peer.group_key = FRESH_CONNECTION_GROUP;
-        } else if ctx.warm.is_none() && self.shared.warm.overflow(self.shared.admission.in_flight())
-        {
-            // Beyond the warmer's core set: connections of their own, which
-            // close once a burst is over (see `WarmHub::overflow`).
-            peer.group_key = OVERFLOW_GROUP;
-        }
+            FRESH_CONNECTION_GROUP
+        } else {
+            // The warmer's core set, the overflow beyond it, and a new
+            // generation when demand falls (see `WarmHub::group_key`).
+            self.shared
+                .warm
+                .group_key(self.shared.admission.in_flight(), ctx.warm.is_some())
+        };
         Ok(Box::new(peer))
     }
 

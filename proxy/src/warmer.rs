@@ -35,9 +35,11 @@
 //! after 1.5 intervals ([`crate::state::WARM_IDLE_ROUNDS`]) unless reused,
 //! and pingora hands out the oldest idle connection first, so each round
 //! refreshes `target` of them; client requests beyond the summed targets
-//! in flight use a pool group of their own ([`hub::WarmHub::overflow`]), so
-//! light traffic does not keep a past burst's connections alive either,
-//! and that surplus closes within two rounds once demand falls (or earlier when the backend closes
+//! in flight use a pool group of their own, and a fall in the target to
+//! half its peak moves the pool to a new generation
+//! ([`hub::WarmHub::group_key`]), so light traffic does not keep a past
+//! burst's connections alive either, and that surplus closes within two
+//! rounds once demand falls (or earlier when the backend closes
 //! idle connections, in which case pingora drops them when it sees the
 //! close).
 

@@ -12,7 +12,7 @@ use crate::common::{free_addr, get, read_request, EchoBackend, Proxy};
 
 /// A keep-alive HTTP/1.1 backend that counts accepted connections, open
 /// connections and requests, and closes a connection idle for longer than
-/// `idle_close`. `/slow` answers after 20 ms.
+/// `idle_close`. `/slow` answers after 20 ms, `/slower` after 100 ms.
 struct CountingBackend {
     addr: SocketAddr,
     accepts: Arc<AtomicUsize>,
@@ -73,7 +73,9 @@ fn serve(stream: TcpStream, idle_close: Duration, requests: &AtomicUsize) {
             return;
         };
         requests.fetch_add(1, Ordering::SeqCst);
-        if line.starts_with("GET /slow") {
+        if line.starts_with("GET /slower") {
+            thread::sleep(Duration::from_millis(100));
+        } else if line.starts_with("GET /slow") {
             thread::sleep(Duration::from_millis(20));
         }
         let resp = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
@@ -106,8 +108,13 @@ warming:
 
 /// `n` concurrent `GET /slow` through the proxy at `listen`, each answered 200.
 fn slow_burst(listen: SocketAddr, n: usize) {
+    burst(listen, n, "/slow");
+}
+
+/// `n` concurrent `GET path` through the proxy at `listen`, each answered 200.
+fn burst(listen: SocketAddr, n: usize, path: &'static str) {
     let users: Vec<_> = (0..n)
-        .map(|_| thread::spawn(move || get(listen, "/slow", &[]).status))
+        .map(|_| thread::spawn(move || get(listen, path, &[]).status))
         .collect();
     for u in users {
         assert_eq!(u.join().expect("user thread"), 200);
@@ -213,17 +220,28 @@ fn a_bursts_surplus_closes_under_steady_light_traffic_too() {
     let proxy = Proxy::start(&warming_config(2, "300ms"), backend.addr);
     assert!(eventually(Duration::from_secs(8), || backend.open() >= 2));
     let listen = proxy.listen;
-    slow_burst(listen, 12);
+    // A burst long enough for warming rounds to see it: the warm target
+    // rises with it, so most of its connections are core ones.
+    let target = "headroom_warming_target_connections{pool=\"default\"}";
+    let mut peak_target = 0.0f64;
+    for _ in 0..8 {
+        burst(listen, 24, "/slower");
+        peak_target = peak_target.max(proxy.metric(target).unwrap_or(0.0));
+    }
     let after_burst = backend.open();
     assert!(
-        after_burst >= 4,
+        after_burst >= 8,
         "the burst needed more connections: {after_burst}"
     );
+    assert!(
+        peak_target > 2.0,
+        "the warm target rose with the burst: {peak_target}"
+    );
 
-    // One request at a time, about 25 a second, for 3 s: were every idle
+    // One request at a time, about 25 a second, for 4 s: were every idle
     // connection handed out in turn, this would keep them all alive.
     let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(3) {
+    while started.elapsed() < Duration::from_secs(4) {
         assert_eq!(get(listen, "/", &[]).status, 200);
         thread::sleep(Duration::from_millis(40));
     }

@@ -80,6 +80,13 @@ impl UpstreamTiming {
     }
 }
 
+/// Base of the group key of client requests beyond the warmer's core set.
+const OVERFLOW_GROUP: u64 = 0x6f76_6572_666c_6f77;
+
+/// The least fall in the warmer's core (with a fall to half or less) that
+/// moves the pool to a new generation: smaller swings are forecast noise.
+pub const GENERATION_DROP: u32 = 2;
+
 /// The warmer's metric families (no user labels; `pool` is a config name).
 pub struct WarmMetrics {
     /// `headroom_warming_connections_opened_total`.
@@ -159,8 +166,13 @@ pub struct WarmHub {
     pub metrics: WarmMetrics,
     /// Connections the warmer keeps in all (its targets summed over
     /// upstreams): client requests beyond this many in flight use the
-    /// overflow part of the pool (see [`WarmHub::overflow`]).
+    /// overflow part of the pool (see [`WarmHub::group_key`]).
     core: AtomicU32,
+    /// The largest core since the pool generation last changed (written by
+    /// the warmer only).
+    peak_core: AtomicU32,
+    /// Pool generation, part of every group key: bumped when demand falls.
+    generation: AtomicU64,
 }
 
 impl WarmHub {
@@ -188,28 +200,50 @@ impl WarmHub {
             timing: UpstreamTiming::default(),
             metrics: WarmMetrics::register(registry),
             core: AtomicU32::new(0),
+            peak_core: AtomicU32::new(0),
+            generation: AtomicU64::new(0),
         })
     }
 
     /// Sets the connections the warmer keeps in all (after each round's
     /// targets are known).
+    ///
+    /// When the core falls to half its peak or less (by at least
+    /// [`GENERATION_DROP`] connections), demand has fallen: the pool moves to
+    /// a new generation. Every group key changes with it, so no request
+    /// reuses the old generation's connections again and they close after
+    /// the idle timeout, while the round that follows warms the new one.
     pub fn set_core(&self, connections: u32) {
         self.core.store(connections, Ordering::Relaxed);
+        let peak = self.peak_core.load(Ordering::Relaxed).max(connections);
+        if connections.saturating_mul(2) <= peak && peak - connections >= GENERATION_DROP {
+            self.generation.fetch_add(1, Ordering::Relaxed);
+            self.peak_core.store(connections, Ordering::Relaxed);
+        } else {
+            self.peak_core.store(peak, Ordering::Relaxed);
+        }
     }
 
-    /// Whether a client request that makes `in_flight` requests at the
-    /// upstreams should use the overflow part of the pool.
+    /// The pool group key for a request: a warm-up (`warm_up`) or a client
+    /// request that makes `in_flight` requests at the upstreams.
     ///
-    /// pingora hands out the oldest idle connection first, so light steady
+    /// pingora hands out the oldest idle connection first, so steady light
     /// traffic would keep every connection a past burst opened alive by
-    /// touching each in turn. Requests within the warmer's core set use the
-    /// ordinary pool; those beyond it use a pool of their own (its own group
-    /// key), whose connections nothing touches once the burst is over, so
-    /// they close after the idle timeout. With no core (warming off, or no
-    /// target yet) every request uses the ordinary pool.
-    pub fn overflow(&self, in_flight: u32) -> bool {
+    /// touching each in turn. Two things prevent it. Client requests beyond
+    /// the warmer's core set use a group of their own, whose connections
+    /// nothing touches once the burst is over. And when demand falls, the
+    /// generation changes (see [`WarmHub::set_core`]), leaving every
+    /// connection of the busier past to close after the idle timeout. With
+    /// warming off the key is pingora's default, 0.
+    pub fn group_key(&self, in_flight: u32, warm_up: bool) -> u64 {
+        let generation = self.generation.load(Ordering::Relaxed);
         let core = self.core.load(Ordering::Relaxed);
-        core > 0 && in_flight > core
+        let overflow = !warm_up && core > 0 && in_flight > core;
+        if overflow {
+            OVERFLOW_GROUP.wrapping_add(generation)
+        } else {
+            generation
+        }
     }
 
     /// A hub whose metrics are registered nowhere (tests and benches).
@@ -354,18 +388,40 @@ mod tests {
     }
 
     #[test]
-    fn requests_beyond_the_warm_core_overflow() {
+    fn group_keys_split_the_core_from_the_overflow_and_change_when_demand_falls() {
         let hub = WarmHub::detached();
-        assert!(!hub.overflow(50), "no core yet: one pool");
-        hub.set_core(4);
-        assert!(!hub.overflow(1));
-        assert!(
-            !hub.overflow(4),
-            "the fourth request in flight is still core"
+        assert_eq!(
+            hub.group_key(50, false),
+            0,
+            "no core yet: pingora's default"
         );
-        assert!(hub.overflow(5));
-        hub.set_core(0);
-        assert!(!hub.overflow(5));
+        hub.set_core(4);
+        assert_eq!(
+            hub.group_key(4, false),
+            0,
+            "the fourth in flight is still core"
+        );
+        let overflow = hub.group_key(5, false);
+        assert_ne!(overflow, 0);
+        assert_eq!(hub.group_key(5, true), 0, "warm-ups always fill the core");
+        // Demand rises, then swings a little: same generation.
+        hub.set_core(32);
+        hub.set_core(20);
+        assert_eq!(hub.group_key(1, false), 0);
+        assert_eq!(hub.group_key(40, false), overflow);
+        // Demand falls to half the peak: every key changes.
+        hub.set_core(16);
+        let (core, over) = (hub.group_key(1, false), hub.group_key(40, false));
+        assert!(core != 0 && over != overflow && core != over);
+        // A fall of one connection from a tiny peak is noise.
+        hub.set_core(1);
+        hub.set_core(2);
+        hub.set_core(1);
+        assert_ne!(hub.group_key(1, false), core, "16 -> 1 moved it once");
+        let settled = hub.group_key(1, false);
+        hub.set_core(2);
+        hub.set_core(1);
+        assert_eq!(hub.group_key(1, false), settled);
     }
 
     #[test]
