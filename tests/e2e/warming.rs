@@ -153,23 +153,25 @@ fn warm_connections_are_opened_before_traffic_in_the_proxys_own_pool() {
         Some(4.0)
     );
 
-    // Four concurrent user requests find the warm connections: any new
-    // connection during the burst was opened by a warm-up round, not a user.
-    let (accepts_before, opened_before) = (backend.accepts(), proxy.metric(opened).unwrap_or(0.0));
-    let listen = proxy.listen;
-    slow_burst(listen, 4);
-    let warm_opened = proxy.metric(opened).unwrap_or(0.0) - opened_before;
-    let user_opened = backend.accepts() as f64 - accepts_before as f64 - warm_opened;
+    // Connections the backend accepted during a burst of `n` user requests,
+    // less those a warm-up round opened meanwhile.
+    let user_opened_by_burst = |n: usize| {
+        let (accepts_before, opened_before) =
+            (backend.accepts(), proxy.metric(opened).unwrap_or(0.0));
+        slow_burst(proxy.listen, n);
+        let warm_opened = proxy.metric(opened).unwrap_or(0.0) - opened_before;
+        backend.accepts() as f64 - accepts_before as f64 - warm_opened
+    };
+
+    // Four concurrent user requests find the warm connections.
+    let user_opened = user_opened_by_burst(4);
     assert_eq!(user_opened, 0.0, "user requests reused warmed connections");
     let request_opened = "headroom_request_connections_opened_total";
     assert_eq!(proxy.metric(request_opened), Some(0.0));
 
     // Twelve at once outgrow the four: the proxy counts each connection a
     // user request had to open, as the backend saw them.
-    let (accepts_before, opened_before) = (backend.accepts(), proxy.metric(opened).unwrap_or(0.0));
-    slow_burst(listen, 12);
-    let warm_opened = proxy.metric(opened).unwrap_or(0.0) - opened_before;
-    let user_opened = backend.accepts() as f64 - accepts_before as f64 - warm_opened;
+    let user_opened = user_opened_by_burst(12);
     assert!(
         user_opened >= 1.0,
         "twelve concurrent requests need more than four connections"

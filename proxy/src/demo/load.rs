@@ -147,7 +147,13 @@ pub async fn run_load(
     proxy_url: &str,
     app: &SampleAppHandle,
 ) -> Result<LoadReport, LoadError> {
-    let base = base_url(proxy_url)?;
+    let run = Run {
+        base: base_url(proxy_url)?,
+        duration: opts.duration,
+        live: true,
+        window: None,
+        warmup: opts.warmup.min(opts.duration / 4),
+    };
     let Some(path) = &opts.trace else {
         positive("load", opts.load)?;
         let capacity = app.capacity_rps_for(&synthetic_mix());
@@ -156,13 +162,6 @@ pub async fn run_load(
             opts.jwt_secret.as_bytes(),
             WORKLOAD_SEED,
         )?;
-        let run = Run {
-            base,
-            duration: opts.duration,
-            live: true,
-            window: None,
-            warmup: opts.warmup.min(opts.duration / 4),
-        };
         let load = async {
             match opts.ramp {
                 None => Ok(run
@@ -204,13 +203,6 @@ pub async fn run_load(
     })?;
     let capacity = app.capacity_rps_for(&profile.mix);
     let source = TraceSource::new(records, speed);
-    let run = Run {
-        base,
-        duration: opts.duration,
-        live: true,
-        window: None,
-        warmup: opts.warmup.min(opts.duration / 4),
-    };
     let offered = |sent_rps: f64| sent_rps / capacity;
     let (mut report, slots) = with_slot_use(
         app,
